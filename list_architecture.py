@@ -1,0 +1,132 @@
+"""List the width configurations a search record gives, per descent iteration and ratio.
+
+    python list_architecture.py --model vgg --dataset CIFAR10 --prune_fname vgg_10_eff_c10
+    python list_architecture.py --model vgg --dataset CIFAR10 --prune_fname run.pk --json
+    python list_architecture.py --model mobilenetv2 --dataset CIFAR100 --prune_fname NAME --plot
+
+`params` is the trainable parameter count of the network the widths build (gates excluded).
+"""
+import json
+import os
+
+import numpy as np
+
+from model import MODELS
+from utils import io
+from utils.cli import UserError, add_common_args, check_pair, make_parser, run_main, writable_dir
+from utils.data import NUM_CLASSES
+from utils.params import built_params
+
+CIFAR_RATIOS = (0.25, 0.75, 1.25, 2.0)  # the authors' list_architecture.py
+TINY_RATIOS = (0.25, 0.5, 0.75, 1.0)
+
+
+def parse_args(argv=None):
+    p = make_parser(__doc__.splitlines()[0])
+    p.add_argument("--model", default="vgg", choices=sorted(MODELS))
+    p.add_argument("--dataset", default="CIFAR10", choices=sorted(NUM_CLASSES))
+    p.add_argument("--method", choices=("neuralscale", "uniform", "morph"), default=None,
+                   help="default: neuralscale when --prune_fname is given, else uniform")
+    p.add_argument("--prune_fname", help="search record: a run name under --record_dir or a .pk path")
+    p.add_argument("--descent_idx", type=int, nargs="+", help="iterations to list (default: all)")
+    p.add_argument("--ratios", type=float, nargs="+", help="default: 0.25 0.75 1.25 2 (CIFAR-like), "
+                                                           "0.25 0.5 0.75 1 (tinyimagenet)")
+    p.add_argument("--exact", action="store_true", help="tau search on the exact parameter count")
+    p.add_argument("--convcut", action="store_true", help="all shortcuts convolutional")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--plot", action="store_true", help="layers x iterations picture per ratio")
+    add_common_args(p)
+    return p.parse_args(argv)
+
+
+def configurations(args):
+    """Yield (descent_idx, ratio, widths) for every requested row."""
+    spec, num_classes = MODELS[args.model], NUM_CLASSES[args.dataset]
+    ratios = args.ratios or (TINY_RATIOS if args.dataset == "tinyimagenet" else CIFAR_RATIOS)
+    if any(r <= 0 for r in ratios):
+        raise UserError(f"--ratios must be positive, got {ratios}")
+    common = dict(num_classes=num_classes, exact=args.exact, convcut=args.convcut)
+    if args.method == "uniform":
+        for r in ratios:
+            yield None, r, spec.prepare_filters(r, **common)
+    elif args.method == "morph":
+        pruned = morph_widths(args)
+        for r in ratios:
+            yield None, r, spec.prepare_filters(r, pruned_widths=pruned, **common)
+    else:
+        path = io.resolve_record(args.record_dir, args.prune_fname)
+        fits = io.load_fits(path, num_layers=len(spec.DEFAULT_WIDTHS))
+        indices = args.descent_idx if args.descent_idx is not None else range(len(fits))
+        for idx in indices:
+            alpha, beta = io.select_fit(fits, idx, path)
+            for r in ratios:
+                yield idx, r, spec.prepare_filters(r, alpha=alpha, beta=beta, descent_idx=idx, **common)
+
+
+def morph_widths(args):
+    if args.prune_fname:
+        path = args.prune_fname if args.prune_fname.endswith(".csv") else \
+            io.record_csv_path(args.record_dir, args.prune_fname, 0)
+        return [int(w) for w in io.read_prune_csv(path, len(MODELS[args.model].DEFAULT_WIDTHS))[-1]]
+    from ratio_swipe import PRUNED_FILTERS
+    if (args.model, args.dataset) not in PRUNED_FILTERS:
+        raise UserError(f"no pruned widths for {args.model} on {args.dataset} in ratio_swipe.py's "
+                        "PRUNED_FILTERS; run architecture_descent.py --morph and pass --prune_fname")
+    return PRUNED_FILTERS[(args.model, args.dataset)]
+
+
+def plot(rows, args):
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    ratios = sorted({r for _, r, _ in rows})
+    # As the authors' figure: MobileNetV2's last two widths (320, 1280 by default) would swamp the scale.
+    shown = slice(0, -2) if args.model == "mobilenetv2" else slice(None)
+    fig, axes = plt.subplots(1, len(ratios), figsize=(3.2 * len(ratios), 3.6), squeeze=False)
+    for ax, ratio in zip(axes[0], ratios):
+        picked = [(idx, w) for idx, r, w in rows if r == ratio]
+        grid = np.array([w[shown] for _, w in picked]).T  # (layers, iterations)
+        image = ax.imshow(grid, aspect="auto", cmap="viridis", origin="upper")
+        ax.set_title(f"Ratio={ratio:g}")
+        ax.set_xlabel("iteration")
+        ax.set_xticks(range(0, len(picked), 2), [str(idx + 1) for idx, _ in picked[::2]], fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), [str(i + 1) for i in range(grid.shape[0])], fontsize=6)
+        ax.set_ylabel("layer")
+        fig.colorbar(image, ax=ax, label="filters")
+    fig.tight_layout()
+    stem = os.path.join(args.figs_dir, f"architecture_{args.model}_{args.dataset}")
+    for ext in ("png", "pdf"):
+        with io.atomic_write(f"{stem}.{ext}") as f:
+            fig.savefig(f, format=ext, dpi=150)
+    plt.close(fig)
+    return [f"{stem}.png", f"{stem}.pdf"]
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_pair(args.model, args.dataset, tuple(NUM_CLASSES))
+    if args.method is None:
+        args.method = "neuralscale" if args.prune_fname else "uniform"
+    if args.method == "neuralscale" and not args.prune_fname:
+        raise UserError("--method neuralscale needs --prune_fname (a search record)")
+    if args.plot and args.method != "neuralscale":
+        raise UserError("--plot draws iterations of a search record: give --prune_fname")
+    if args.plot:
+        writable_dir(args.figs_dir)
+    num_classes = NUM_CLASSES[args.dataset]
+    rows = list(configurations(args))
+    for idx, ratio, widths in rows:
+        params = built_params(args.model, widths, num_classes, convcut=args.convcut)
+        if args.json:
+            print(json.dumps({"model": args.model, "dataset": args.dataset, "method": args.method,
+                              "descent_idx": idx, "ratio": ratio, "widths": widths, "params": params}))
+        else:
+            where = f"iteration {idx + 1:2d} (descent_idx {idx:2d})  " if idx is not None else ""
+            print(f"{where}ratio {ratio:<5g} params {params:>12,}  widths {widths}")
+    if args.plot:
+        for path in plot(rows, args):
+            print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,105 @@
+"""VGG11-BN for 32x32 inputs, as the authors built it (ORIGINAL_BEHAVIOUR 2.1).
+
+Template 'A' = [64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M]: eight searched widths. Each
+conv (3x3, bias) is followed by BatchNorm, the gate, ReLU. After five pools a 32x32 input is 1x1 and
+the head is a single Linear layer, so the network is CIFAR-only.
+"""
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from model.gate import gate_or_identity
+from utils import scaling
+
+NAME = "vgg"
+DEFAULT_WIDTHS = [64, 128, 256, 256, 512, 512, 512, 512]
+POOL_AFTER = (0, 1, 3, 5, 7)  # the 'M' positions of template A, by conv index
+TAU_STEPS, TAU_LR = 2000, 50.0  # the authors' fixed-length tau descent
+MORPH_START, MORPH_STEP, MORPH_TOL = 1.2, 5e-5, 0.005
+
+
+class VGG(nn.Module):
+    def __init__(self, widths, num_classes=10, gates=False, convcut=False):
+        super().__init__()
+        if convcut:
+            raise ValueError("VGG has no shortcuts; convcut applies to resnet18 and mobilenetv2")
+        self.widths, self.num_classes, self.gates, self.convcut = list(widths), num_classes, gates, False
+        layers, c_in = OrderedDict(), 3
+        for i, w in enumerate(widths):
+            layers[f"conv{i}"] = nn.Conv2d(c_in, w, 3, padding=1)
+            layers[f"bn{i}"] = nn.BatchNorm2d(w)
+            if gates:
+                layers[f"gate{i}"] = gate_or_identity(w, True)
+            layers[f"relu{i}"] = nn.ReLU(inplace=True)
+            if i in POOL_AFTER:
+                layers[f"pool{i}"] = nn.MaxPool2d(2, 2)
+            c_in = w
+        self.features = nn.Sequential(layers)
+        self.classifier = nn.Linear(c_in, num_classes)
+        self._initialize_weights()
+
+    def _initialize_weights(self):
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")  # leaky_relu a=0, i.e. ReLU gain
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.constant_(m.weight, 0.5)  # the authors' BN init
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x):
+        x = self.features(x)  # (B, widths[-1], 1, 1) for 32x32 inputs
+        return self.classifier(torch.flatten(x, 1))
+
+
+def build(widths, num_classes=10, gates=False, convcut=False):
+    return VGG(widths, num_classes, gates, convcut)
+
+
+def formula_params(widths, num_classes):
+    """The authors' counter; for VGG it equals the built network's count exactly."""
+    total, c_prev = 0, 3
+    for c in widths:
+        total += c_prev * c * 9 + c + 2 * c  # conv weight, conv bias, BN weight and bias
+        c_prev = c
+    return total + c_prev * num_classes + num_classes
+
+
+def exact_params(widths, num_classes, convcut=False):
+    return formula_params([int(w) for w in widths], num_classes)
+
+
+def prepare_filters(ratio=None, *, num_classes=10, alpha=None, beta=None, pruned_widths=None,
+                    search=False, descent_idx=14, exact=False, convcut=False):
+    """The flat width list: default (ratio None), NeuralScale (alpha, beta), pruned-uniform
+    (pruned_widths, the --morph baseline) or uniform scaling, in the authors' order of precedence."""
+    if ratio is None:
+        return list(DEFAULT_WIDTHS)
+    count = exact_params if exact else formula_params
+
+    def params(widths):
+        return count(widths, num_classes)
+
+    if exact:
+        target = exact_params(scaling.uniform(DEFAULT_WIDTHS, ratio), num_classes)
+    else:
+        target = formula_params([w * ratio for w in DEFAULT_WIDTHS], num_classes)  # unrounded
+    if alpha is not None:
+        if exact and any(beta):
+            widths = scaling.tau_bisection(alpha, beta, target, params, lambda w: w)
+        else:
+            widths = scaling.tau_fixed_steps(alpha, beta, target, params, steps=TAU_STEPS, lr=TAU_LR)
+        if widths is None:
+            scaling.fail(NAME, ratio, target, "the tau search diverged")
+    elif pruned_widths is not None:
+        widths = scaling.ratio_search(pruned_widths, target, params, start=MORPH_START,
+                                      step=MORPH_STEP, rel_tolerance=MORPH_TOL)
+        if widths is None:
+            scaling.fail(NAME, ratio, target, "the rescaling of the pruned widths did not converge")
+    else:
+        widths = scaling.uniform(DEFAULT_WIDTHS, ratio)
+    return scaling.check_widths(widths, NAME, ratio, target)

@@ -1,0 +1,89 @@
+"""What every script shares: one-line errors, the common flags, the device, output folders."""
+import argparse
+import os
+import sys
+import tempfile
+
+MODEL_NAMES = ("vgg", "resnet18", "mobilenetv2")
+CIFAR_LIKE = ("CIFAR10", "CIFAR100", "FashionMNIST", "synthetic")
+
+
+class UserError(Exception):
+    """A mistake the user can fix; reported as one line, exit 2."""
+
+
+def run_main(main):
+    """Run a script's main(); a UserError becomes `error: ...` on stderr and exit status 2."""
+    try:
+        main()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows real defaults; leaves out "(default: None)" where the help says what None means."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def make_parser(description):
+    return argparse.ArgumentParser(description=description, formatter_class=_HelpFormatter)
+
+
+def default_device():
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_common_args(parser, **_unused):
+    """The flags every script takes (SPEC, "Script contract"), whether or not it needs each one."""
+    parser.add_argument("--data_dir", default="./data", help="where the data sets live")
+    parser.add_argument("--download", choices=("auto", "never"), default="auto",
+                        help="fetch a missing CIFAR/FashionMNIST when the network allows")
+    parser.add_argument("--device", default=default_device(), help="torch device")
+    parser.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch")
+    parser.add_argument("--record_dir", default="prune_record", help="prune records (CSV, .pk)")
+    parser.add_argument("--plots_dir", default="saved_plots", help="training curves (.pk)")
+    parser.add_argument("--models_dir", default="saved_models", help="checkpoints")
+    parser.add_argument("--figs_dir", default="savefigs", help="figures")
+    return parser
+
+
+def resolve_device(name):
+    import torch
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UserError(f"--device {name!r} is not a torch device ({err})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name} asked for CUDA, but torch sees no CUDA device")
+    return device
+
+
+def check_pair(model, dataset, datasets):
+    """Refuse model/dataset pairs the scripts cannot run."""
+    if model not in MODEL_NAMES:
+        raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODEL_NAMES)}")
+    if dataset not in datasets:
+        raise UserError(f"this script does not take dataset {dataset!r}; choose one of {', '.join(datasets)}")
+    if model == "vgg" and dataset == "tinyimagenet":
+        raise UserError("vgg is the authors' CIFAR-only VGG11 (one Linear head on a 1x1 map); "
+                        "use resnet18 or mobilenetv2 for tinyimagenet")
+
+
+def writable_dir(path):
+    """Create `path` if needed and prove we can write there, before any work starts."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_"):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write to {path}: {err.strerror or err}") from None
+    return path

@@ -1,0 +1,187 @@
+"""Files shared between scripts, in the authors' formats (SPEC "Formats").
+
+- `<record_dir>/<save>_<k>.csv`: one row per recorded pruning step, surviving units per gated layer.
+- `<record_dir>/<save>.pk`: {"param": [[alpha_0, beta_0], ...]} (float64 arrays, one per iteration).
+- `<plots_dir>/<model>/<save>_<int(ratio*100)>.pk`: {"ratio", "train_acc", "train_loss", "test_acc",
+  "test_loss", ...} with one value per epoch (extra keys allowed).
+
+Pickles are read with a restricted unpickler that admits numpy arrays, scalars and dtypes and nothing
+else, so a pickle cannot run code; the authors' numpy-1 pickles load on numpy 2. Every write goes to a
+temporary file in the same folder and is renamed into place, so a crash never leaves half a file.
+"""
+import contextlib
+import csv
+import io
+import os
+import pickle
+import tempfile
+
+import numpy as np
+
+from utils.cli import UserError
+
+RESULT_KEYS = ("ratio", "train_acc", "train_loss", "test_acc", "test_loss")
+PICKLE_PROTOCOL = 4  # numpy arrays then pickle via _reconstruct, readable by the authors' numpy 1
+
+# (module, name) pairs a pickle may reference; numpy 1 wrote `numpy.core`, numpy 2 writes `numpy._core`.
+_NUMPY_GLOBALS = {
+    ("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer"),
+    ("_multiarray_umath", "_reconstruct"), ("_multiarray_umath", "scalar"),
+}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        if module.startswith("numpy.dtypes") and name.endswith("DType"):
+            import numpy.dtypes
+            return getattr(numpy.dtypes, name)
+        for prefix in ("numpy.core.", "numpy._core."):
+            if module.startswith(prefix) and (module[len(prefix):], name) in _NUMPY_GLOBALS:
+                import numpy._core.multiarray
+                import numpy._core.numeric
+                return getattr(getattr(np._core, module[len(prefix):]), name)
+        raise pickle.UnpicklingError(f"refusing {module}.{name}")
+
+
+def load_pickle(path):
+    """Load a pickle holding only plain data and numpy arrays; anything else is a UserError."""
+    try:
+        with open(path, "rb") as f:
+            return _NumpyOnlyUnpickler(f).load()
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            ImportError, KeyError) as err:
+        raise UserError(f"{path}: not a NeuralScale pickle (only numpy arrays and plain data are "
+                        f"accepted): {err}") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read: {err.strerror or err}") from None
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb"):
+    """Write to a temporary file next to `path`, then rename it into place."""
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def save_pickle(obj, path):
+    with atomic_write(path) as f:
+        pickle.dump(obj, f, protocol=PICKLE_PROTOCOL)
+
+
+def save_torch(obj, path):
+    """torch.save through the same atomic path (checkpoints)."""
+    import torch
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_write(path) as f:
+        f.write(buffer.getbuffer())
+
+
+# -- prune records -----------------------------------------------------------------------------------
+
+def record_csv_path(record_dir, save, iteration):
+    return os.path.join(record_dir, f"{save}_{iteration}.csv")
+
+
+def record_pk_path(record_dir, save):
+    return os.path.join(record_dir, f"{save}.pk")
+
+
+def write_prune_csv(path, rows):
+    with atomic_write(path, "w") as f:
+        csv.writer(f).writerows([int(v) for v in row] for row in rows)
+
+
+def read_prune_csv(path, num_layers=None):
+    """The integer matrix (rows x layers) of a pruning record."""
+    try:
+        with open(path, newline="") as f:
+            rows = [[int(v) for v in row] for row in csv.reader(f) if row]
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such prune record") from None
+    except ValueError as err:
+        raise UserError(f"{path}: not a prune record (comma-separated integers): {err}") from None
+    if not rows:
+        raise UserError(f"{path}: the prune record is empty (the search never finished pruning)")
+    if len({len(r) for r in rows}) != 1 or (num_layers and len(rows[0]) != num_layers):
+        raise UserError(f"{path}: rows must all have {num_layers or 'the same number of'} columns")
+    return np.array(rows, dtype=np.int64)
+
+
+def save_fits(path, fits):
+    """{"param": [[alpha, beta], ...]} as the authors wrote it."""
+    save_pickle({"param": [[np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)]
+                           for a, b in fits]}, path)
+
+
+def resolve_record(record_dir, prune_fname):
+    """A run name under record_dir, or a path to a .pk file."""
+    if prune_fname.endswith(".pk") or os.sep in prune_fname:
+        return prune_fname
+    return record_pk_path(record_dir, prune_fname)
+
+
+def load_fits(path, num_layers=None):
+    """The list of (alpha, beta) float64 arrays of a search record."""
+    data = load_pickle(path)
+    try:
+        fits = [(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
+                for a, b in data["param"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{path}: not a search record ({{'param': [[alpha, beta], ...]}}): {err}") from None
+    if not fits:
+        raise UserError(f"{path}: the search record holds no iterations")
+    for alpha, beta in fits:
+        if alpha.shape != beta.shape or alpha.ndim != 1 or (num_layers and alpha.size != num_layers):
+            raise UserError(f"{path}: alpha/beta must be vectors of {num_layers or 'equal'} length, "
+                            f"got {alpha.shape} and {beta.shape}")
+    return fits
+
+
+def select_fit(fits, descent_idx, path):
+    if not -len(fits) <= descent_idx < len(fits):
+        raise UserError(f"--descent_idx {descent_idx} is past the record {path}, which holds "
+                        f"iterations 0..{len(fits) - 1}")
+    return fits[descent_idx]
+
+
+# -- training curves ---------------------------------------------------------------------------------
+
+def ratio_tag(ratio):
+    return int(ratio * 100)  # the authors' file suffix; 0.25 -> 25
+
+
+def result_path(plots_dir, model, save, ratio):
+    return os.path.join(plots_dir, model, f"{save}_{ratio_tag(ratio)}.pk")
+
+
+def save_result(path, result):
+    missing = [k for k in RESULT_KEYS if k not in result]
+    if missing:
+        raise ValueError(f"result lacks {missing}")
+    save_pickle(result, path)
+
+
+def load_result(path):
+    data = load_pickle(path)
+    if not isinstance(data, dict) or any(k not in data for k in RESULT_KEYS):
+        raise UserError(f"{path}: not a training-curve pickle (needs keys {', '.join(RESULT_KEYS)})")
+    return data

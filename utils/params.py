@@ -1,0 +1,27 @@
+"""Parameter counting: the authors' formula, the exact count of a width vector, and of a built network."""
+from model import MODELS
+from model.gate import Gate
+
+
+def count_params(model_name, widths, num_classes, exact=False, convcut=False):
+    """Trainable parameters of `model_name` with these widths: the authors' formula (default, with its
+    quirks, as the tau search and the fit use it) or the exact count of the network that gets built."""
+    spec = MODELS[model_name]
+    if exact:
+        return spec.exact_params(widths, num_classes, convcut)
+    return spec.formula_params(widths, num_classes)
+
+
+def actual_params(module):
+    """sum(numel) over trainable parameters, gates excluded (the authors' compute_params_)."""
+    gate_params = {id(p) for m in module.modules() if isinstance(m, Gate) for p in m.parameters()}
+    return sum(p.numel() for p in module.parameters() if p.requires_grad and id(p) not in gate_params)
+
+
+def built_params(model_name, widths, num_classes, convcut=False):
+    """actual_params of the network these widths build, built on the meta device (no memory, no init)."""
+    import torch
+    from model import build_model
+    with torch.device("meta"):
+        net = build_model(model_name, widths, num_classes, convcut=convcut)
+    return actual_params(net)
