@@ -30,8 +30,13 @@ _NUMPY_GLOBALS = {
 }
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Admits numpy arrays, scalars and dtypes (and the bytes encoder of protocol 2) and nothing else."""
+
     def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):  # protocol 2 writes bytes as _codecs.encode(str)
+            import _codecs
+            return _codecs.encode
         if module == "numpy" and name in ("ndarray", "dtype"):
             return getattr(np, name)
         if module.startswith("numpy.dtypes") and name.endswith("DType"):
@@ -49,7 +54,7 @@ def load_pickle(path):
     """Load a pickle holding only plain data and numpy arrays; anything else is a UserError."""
     try:
         with open(path, "rb") as f:
-            return _NumpyOnlyUnpickler(f).load()
+            return NumpyOnlyUnpickler(f).load()
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
