@@ -95,6 +95,15 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert os.listdir(tmp_path) == ["out.pk"]
 
 
+def test_written_files_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        io.save_pickle({"param": []}, tmp_path / "run.pk")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run.pk").stat().st_mode & 0o777 == 0o644
+
+
 def test_unwritable_folder_is_a_user_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")

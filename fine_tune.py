@@ -1,0 +1,144 @@
+"""Li et al. baseline: prune a pre-trained network in one shot to the parameter budget of the width
+ratio 0.75 (the authors' count of the widths x 0.75, about 56 % of the parameters), then fine-tune.
+
+Loads <models_dir>/<model>/<resume>_best_model.pt (written by train_norm.py --save <resume>), masks it
+with utils/oneshot.py (--method l1: filter L1 norm, Li et al.; slim: |BN gamma|, network slimming),
+fine-tunes at a constant learning rate (40 epochs, 20 on TinyImageNet) and writes
+<plots_dir>/<model>/<save>_75.pk. The pruned network is masked, as the authors did: it keeps the full
+size and its pruned units' gates are 0. The result's "params" is the exact parameter count of the
+network the surviving widths describe ("widths"); "params_masked" that of the masked full-size one.
+"""
+import os
+
+import torch
+
+from model import build_model
+from model.gate import Gate
+from utils import io, oneshot, swipe
+from utils.cli import CIFAR_LIKE, UserError, make_parser, resolve_device, run_main
+from utils.data import NUM_CLASSES
+from utils.params import actual_params, count_params
+from utils.train import evaluate, load_checkpoint, set_seed
+
+DATASETS = CIFAR_LIKE + ("tinyimagenet",)
+MODELS = ("vgg", "resnet18", "mobilenetv2")
+
+
+def pretrained_path(args):
+    """The checkpoint to prune: --resume NAME, or --prune_fname NAME when --resume is absent (the
+    authors' README passed only --prune_fname, so their command fine-tuned a random network)."""
+    name = args.resume or args.prune_fname
+    if not name:
+        raise UserError("fine_tune.py needs a pre-trained network: --resume NAME loads "
+                        f"{os.path.join(args.models_dir, args.model, 'NAME_best_model.pt')} "
+                        "(train_norm.py --save NAME writes it)")
+    if name.endswith((".pt", ".t7")) or os.sep in name:
+        path = name
+    else:
+        path = os.path.join(args.models_dir, args.model, f"{name}_best_model.pt")
+    if not os.path.isfile(path):
+        raise UserError(f"no pre-trained checkpoint {path}; run train_norm.py --model {args.model} "
+                        f"--dataset {args.dataset} --save {name} first, or fix --resume/--models_dir")
+    return path
+
+
+def load_pretrained(path, args, num_classes, device):
+    """The checkpoint's network, rebuilt from its stored constructor arguments, with gates."""
+    ckpt = load_checkpoint(path, device)
+    arch = ckpt.get("architecture") if isinstance(ckpt, dict) else None
+    if not isinstance(arch, dict) or "state_dict" not in ckpt:
+        raise UserError(f"{path}: not a checkpoint of this project (no architecture/state_dict)")
+    if arch.get("model") != args.model:
+        raise UserError(f"{path} holds a {arch.get('model')} network, not --model {args.model}")
+    if arch.get("num_classes") != num_classes:
+        raise UserError(f"{path} was trained for {arch.get('num_classes')} classes, --dataset {args.dataset} "
+                        f"has {num_classes}")
+    net = build_model(args.model, arch["widths"], num_classes, gates=True,
+                      convcut=bool(arch.get("convcut"))).to(device)
+    gate_keys = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, Gate)}
+    try:
+        missing, unexpected = net.load_state_dict(ckpt["state_dict"], strict=False)
+    except RuntimeError as err:
+        raise UserError(f"{path}: weights do not fit the network: {str(err).splitlines()[0]}") from None
+    if unexpected or set(missing) - gate_keys:
+        raise UserError(f"{path}: weights do not fit the network (missing {sorted(set(missing) - gate_keys)[:3]}, "
+                        f"unexpected {unexpected[:3]})")
+    return net, arch
+
+
+def main(argv=None):
+    parser = swipe.add_recipe_args(
+        make_parser(__doc__), datasets=DATASETS, default_dataset="CIFAR10", models=MODELS,
+        default_model="resnet18", epochs=None, lr=0.001,
+        epochs_help="fine-tuning epochs at constant --lr (default: 40, or 20 on tinyimagenet)")
+    parser.add_argument("--resume", default="", help="the pre-trained run: train_norm.py's --save name "
+                                                     "(or a checkpoint path)")
+    parser.add_argument("--prune_fname", default="", help="the same as --resume when --resume is absent "
+                                                          "(the authors' README spelling)")
+    parser.add_argument("--descent_idx", type=int, default=14, help="accepted for the authors' CLI; unused")
+    parser.add_argument("--method", default="l1",
+                        help="l1 (or 1): filter L1 norm, Li et al.; slim (or 0): |BN gamma|, network slimming")
+    parser.add_argument("--ratio", type=float, default=0.75,
+                        help="budget: the parameter count of the pre-trained widths x this "
+                             "ratio (0.75: about 56 %% of the parameters); names the result")
+    args = parser.parse_args(argv)
+    swipe.check_recipe_args(args, DATASETS, MODELS)
+    method = oneshot.method_name(args.method)
+    if not 0 < args.ratio < 1:
+        raise UserError(f"--ratio must be between 0 and 1, got {args.ratio:g}")
+    device = resolve_device(args.device)
+    epochs = args.epochs or swipe.default_epochs(args.dataset, 40, 20)
+    num_classes = NUM_CLASSES[args.dataset]
+    path = io.result_path(args.plots_dir, args.model, args.save, args.ratio)
+    if os.path.exists(path):
+        swipe.log(f"{path} exists, nothing to do")
+        return
+    source = pretrained_path(args)
+    set_seed(args.seed)
+    net, arch = load_pretrained(source, args, num_classes, device)
+
+    def count(widths):  # the authors' formula for the right model and class count
+        return count_params(args.model, widths, num_classes)
+
+    dense = oneshot.surviving_widths(net)
+    widths = oneshot.prune(net, method, count, args.ratio)
+    params = count_params(args.model, widths, num_classes, exact=True, convcut=arch.get("convcut", False))
+    dense_params = count_params(args.model, dense, num_classes, exact=True, convcut=arch.get("convcut", False))
+    name = f"{args.model} {args.dataset} fine_tune {method} seed={args.seed}"
+    swipe.log(f"{name}: pruned {dense} -> {widths}: {params:,} of {dense_params:,} parameters "
+              f"({100 * params / dense_params:.1f} %), masked in the full network")
+    train_loader, test_loader = swipe.load_data(args, device)
+    swipe.output_dirs(args)
+    pruned_test = evaluate(net, test_loader, device)
+    swipe.log(f"{name}: before fine-tuning test acc {pruned_test['acc']:.2f}")
+    checkpoint, best = swipe.checkpoint_paths(args.models_dir, args.model,
+                                              f"{args.save}_{io.ratio_tag(args.ratio)}")
+    fingerprint = swipe.fingerprint_of(args, method=method, ratio=args.ratio, widths=widths,
+                                       schedule="constant", pretrained=source)
+    curves, _ = swipe.train_run(net, train_loader, test_loader, device=device, schedule="constant",
+                                epochs=epochs, lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay, checkpoint_path=checkpoint, best_path=best,
+                                fingerprint=fingerprint, name=name)
+    latency = swipe.latency_of(net, args, device)
+    physical = None
+    if latency is not None:
+        physical = swipe.latency_of(build_model(args.model, widths, num_classes,
+                                                convcut=arch.get("convcut", False)).to(device), args, device)
+    masked_params = actual_params(net)
+    result = swipe.make_result(
+        ratio=args.ratio, curves=curves, net=net, widths=widths, latency_ms=latency, args=args,
+        method=method, epochs=epochs,
+        extra={"params": int(params), "params_masked": int(masked_params), "dense_widths": dense,
+               "dense_params": int(dense_params), "masked": True, "pretrained": source,
+               "pruned_test_acc": float(pruned_test["acc"]),
+               "pruned_test_acc_dataset": float(pruned_test["acc_dataset"]),
+               "latency_ms_physical": physical})
+    io.save_result(path, result)
+    swipe.log(f"{name}: best test acc {result['best_test_acc']:.2f}; wrote {path}")
+    del net
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    run_main(main)

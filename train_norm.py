@@ -1,0 +1,56 @@
+"""Pre-train the default (ratio 1, uniform) network with gates, for the Li et al. / slimming baseline.
+
+Writes <plots_dir>/<model>/<save>_100.pk (curves), <models_dir>/<model>/<save>_checkpoint.pt
+(resumable) and <save>_best_model.pt (best test epoch, what fine_tune.py --resume <save> loads). The
+gates are all-ones identities here (never trained); they are built so that fine_tune.py can mask them.
+Epochs follow the authors' override: 300 (CIFAR-like, x0.1 at 100/200/250), 150 on TinyImageNet.
+"""
+import os
+
+from model import build_model, get_spec
+from utils import io, swipe
+from utils.cli import CIFAR_LIKE, make_parser, resolve_device, run_main
+from utils.data import NUM_CLASSES
+from utils.train import set_seed
+
+DATASETS = CIFAR_LIKE + ("tinyimagenet",)
+MODELS = ("vgg", "resnet18", "mobilenetv2")
+RATIO = 1.0
+
+
+def main(argv=None):
+    parser = swipe.add_recipe_args(
+        make_parser(__doc__), datasets=DATASETS, default_dataset="CIFAR10", models=MODELS,
+        default_model="resnet18", epochs=None, lr=0.1,
+        epochs_help="training epochs (default: 300, or 150 on tinyimagenet)")
+    args = parser.parse_args(argv)
+    swipe.check_recipe_args(args, DATASETS, MODELS)
+    device = resolve_device(args.device)
+    epochs = args.epochs or swipe.default_epochs(args.dataset, 300, 150)
+    path = io.result_path(args.plots_dir, args.model, args.save, RATIO)
+    if os.path.exists(path):
+        swipe.log(f"{path} exists, nothing to do")
+        return
+    num_classes = NUM_CLASSES[args.dataset]
+    widths = list(get_spec(args.model).DEFAULT_WIDTHS)
+    train_loader, test_loader = swipe.load_data(args, device)
+    swipe.output_dirs(args)
+    schedule = swipe.schedule_for(args.dataset)
+    set_seed(swipe.init_seed(args.seed, RATIO))
+    net = build_model(args.model, widths, num_classes, gates=True).to(device)
+    name = f"{args.model} {args.dataset} train_norm seed={args.seed}"
+    checkpoint, best = swipe.checkpoint_paths(args.models_dir, args.model, args.save)
+    fingerprint = swipe.fingerprint_of(args, method="uniform", ratio=RATIO, widths=widths, schedule=schedule)
+    curves, _ = swipe.train_run(net, train_loader, test_loader, device=device, schedule=schedule,
+                                epochs=epochs, lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay, checkpoint_path=checkpoint, best_path=best,
+                                fingerprint=fingerprint, name=name)
+    latency = swipe.latency_of(net, args, device)
+    result = swipe.make_result(ratio=RATIO, curves=curves, net=net, widths=widths, latency_ms=latency,
+                               args=args, method="uniform", epochs=epochs)
+    io.save_result(path, result)
+    swipe.log(f"{name}: best model {best}; wrote {path}")
+
+
+if __name__ == "__main__":
+    run_main(main)
