@@ -22,6 +22,10 @@ def test_loads_the_authors_numpy1_pickles(reference):
     assert beta[7] == 0.30748094076414545
     curve = io.load_result(reference / "saved_plots" / "vgg" / "vgg_uni_c10_0_25.pk")
     assert float(curve["ratio"]) == 0.25 and len(curve["test_acc"]) == 300
+    # Some of their curves pickle the ratio via numpy.core._multiarray_umath.scalar.
+    raw = (reference / "saved_plots" / "vgg" / "vgg_uni_c10_2_25.pk").read_bytes()
+    assert b"_multiarray_umath" in raw and b"scalar" in raw
+    assert float(io.load_result(reference / "saved_plots" / "vgg" / "vgg_uni_c10_2_25.pk")["ratio"]) == 0.25
 
 
 def test_refuses_a_pickle_that_would_run_code(tmp_path, monkeypatch):

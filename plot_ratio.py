@@ -1,0 +1,151 @@
+"""The paper's comparison tables and accuracy figures from result pickles (Table 1, Supp. Tables 2, 5, 6).
+
+    python plot_ratio.py --model vgg --dataset CIFAR10 --ratios 0.25 0.75 2
+    python plot_ratio.py --model mobilenetv2 --dataset tinyimagenet --json --no_latency
+
+Per method and ratio: the mean ± population std over seeds of the best test accuracy over epochs (the
+paper's statistic), the final-epoch mean, the number of seeds found, the trainable parameters of the
+built network and its latency (batch 100, 20 warm-up + 80 timed passes on --device; a `latency_ms`
+stored in the pickles wins). Result files: <plots_dir>/<model>/<name>_<seed>_<int(ratio*100)>.pk with
+the authors' names by default. A method with no file at all is left out with a note on stderr; a ratio
+or seed with no file is reported as missing, never filled in. ConvCut (resnet18, mobilenetv2) and
+Li et al. (ratio 0.75) appear whenever their files exist.
+Figures: <figs_dir>/param_acc_<model>_<dataset>.{png,pdf} and latency_acc_... when latency is known.
+"""
+import json
+import sys
+
+from model import MODELS
+from utils import io, report
+from utils.cli import (UserError, add_common_args, check_pair, make_parser, resolve_device, run_main,
+                       writable_dir)
+from utils.data import NUM_CLASSES
+
+NAME_FLAGS = {"uniform": "uniform_name", "morphnet": "morph_name", "neuralscale_it1": "early_name",
+              "neuralscale_it15": "late_name", "li_magnitude": "li_name", "convcut": "convcut_name"}
+
+
+def parse_args(argv=None):
+    p = make_parser(__doc__.splitlines()[0])
+    p.add_argument("--model", default="vgg", choices=sorted(MODELS))
+    p.add_argument("--dataset", default="CIFAR100", choices=sorted(NUM_CLASSES))
+    p.add_argument("--ratios", type=float, nargs="+",
+                   help="default: 0.25..2.0 by 0.25 (CIFAR-like), 0.25..1.0 (tinyimagenet); "
+                        "the paper's tables show 0.25 0.75 2 / 0.25 0.75")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(report.DEFAULT_SEEDS))
+    p.add_argument("--methods", nargs="+", choices=report.METHODS, default=list(report.METHODS),
+                   help="methods to gather (each is left out anyway when it has no result file)")
+    p.add_argument("--prune_fname", help="the NeuralScale search record (name under --record_dir or "
+                                         ".pk path); default: the record behind the authors' plot")
+    p.add_argument("--morph_record", help="take the MorphNet widths from the last row of this --morph "
+                                          "search (<record_dir>/NAME_0.csv or a .csv path) instead of "
+                                          "ratio_swipe.PRUNED_FILTERS")
+    for method, flag in NAME_FLAGS.items():
+        p.add_argument(f"--{flag}", help=f"result-file prefix of {report.METHOD_LABELS[method]} "
+                                         "(default: the authors' name)")
+    p.add_argument("--json", action="store_true", help="one JSON object per method and ratio")
+    p.add_argument("--no_latency", action="store_true", help="do not measure latency")
+    p.add_argument("--no_figs", action="store_true", help="do not write figures")
+    add_common_args(p, data=False, training=False)
+    return p.parse_args(argv)
+
+
+def log(message):
+    print(message, file=sys.stderr)
+
+
+def morph_pruned(args):
+    """The 50 %-pruned widths MorphNet rescales, or None (with a note) when there are none."""
+    layers = len(MODELS[args.model].DEFAULT_WIDTHS)
+    if args.morph_record:
+        path = args.morph_record if args.morph_record.endswith(".csv") else \
+            io.record_csv_path(args.record_dir, args.morph_record, 0)
+        return [int(w) for w in io.read_prune_csv(path, layers)[-1]]
+    from ratio_swipe import PRUNED_FILTERS
+    if (args.model, args.dataset) not in PRUNED_FILTERS:
+        log(f"note: {report.METHOD_LABELS['morphnet']} left out: no pruned widths for {args.model} on "
+            f"{args.dataset} in ratio_swipe.PRUNED_FILTERS (give --morph_record)")
+        return None
+    return PRUNED_FILTERS[(args.model, args.dataset)]
+
+
+def build_methods(args):
+    """The Method list in table order, each with its result-file name and width rule."""
+    names = report.default_names(args.model, args.dataset)
+    names.update({m: getattr(args, flag) for m, flag in NAME_FLAGS.items() if getattr(args, flag)})
+    label = report.METHOD_LABELS
+    uniform = report.uniform_widths(args.model, args.dataset)
+    wanted = set(args.methods)
+    if args.model == "vgg":
+        wanted.discard("convcut")  # VGG has no shortcuts
+    methods = []
+    for key in report.METHODS:
+        if key not in wanted:
+            continue
+        if key == "uniform":
+            methods.append(report.Method(key, label[key], names[key], uniform))
+        elif key == "li_magnitude":
+            methods.append(report.Method(
+                key, label[key], names[key], lambda r: uniform(report.LI_RATIO),
+                ratios=(report.LI_RATIO,), trained_widths=False,
+                note="* Li et al.: magnitude pruning of a pre-trained network, then fine-tuning (not "
+                     "trained from scratch). Its params and latency are the uniform 0.75 network's, as "
+                     "the authors reported them (the pruned network itself is a ratio-1 network whose "
+                     "pruned gates are zero)."))
+        elif key == "morphnet":
+            pruned = morph_pruned(args)
+            if pruned is not None:
+                methods.append(report.Method(key, label[key], names[key],
+                                             report.morph_widths(args.model, args.dataset, pruned)))
+        elif key == "convcut":
+            methods.append(report.Method(key, label[key], names[key], uniform, convcut=True))
+        else:
+            idx = report.IT1_IDX if key == "neuralscale_it1" else report.IT15_IDX
+            record = io.resolve_record(args.record_dir, args.prune_fname or
+                                       report.default_record(args.model, args.dataset))
+            if not report.try_record(record, label[key], log):
+                continue
+            fits = io.load_fits(record, len(MODELS[args.model].DEFAULT_WIDTHS))
+            if idx >= len(fits):
+                log(f"note: {label[key]} left out: {record} holds iterations 0..{len(fits) - 1}, "
+                    f"not descent_idx {idx}")
+                continue
+            methods.append(report.Method(key, label[key], names[key],
+                                         report.neuralscale_widths(args.model, args.dataset, record, idx)))
+    return methods
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    check_pair(args.model, args.dataset, tuple(NUM_CLASSES))
+    ratios = args.ratios or report.default_ratios(args.dataset)
+    if any(r <= 0 for r in ratios):
+        raise UserError(f"--ratios must be positive, got {ratios}")
+    if any(s < 0 for s in args.seeds):
+        raise UserError(f"--seeds must be non-negative, got {args.seeds}")
+    device = None if args.no_latency else resolve_device(args.device)
+    methods = build_methods(args)
+    if not report.any_results(methods, args.plots_dir, args.model, ratios, args.seeds):
+        raise UserError(f"no result files for {args.model} on {args.dataset} under "
+                        f"{args.plots_dir}/{args.model}/ (names like "
+                        f"{report.default_names(args.model, args.dataset)['uniform']}_0_25.pk)")
+    if not args.no_figs:
+        writable_dir(args.figs_dir)  # before the long part, after the inputs are known to be good
+    rows = report.gather(methods, model=args.model, dataset=args.dataset, plots_dir=args.plots_dir,
+                         ratios=ratios, seeds=args.seeds, device=device, log=log)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row.to_json()))
+    else:
+        notes = report.table_notes(rows, methods, str(device) if device else None)
+        marked = {m.key for m in methods if m.note}
+        print(report.format_table(rows, report.title(args.model, args.dataset), notes, marked))
+    if not args.no_figs:
+        for _, paths in report.accuracy_figures(rows, figs_dir=args.figs_dir, model=args.model,
+                                                dataset=args.dataset).values():
+            for path in paths:
+                log(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    run_main(main)
