@@ -18,7 +18,7 @@ from utils import io, oneshot, swipe
 from utils.cli import CIFAR_LIKE, UserError, make_parser, resolve_device, run_main
 from utils.data import NUM_CLASSES
 from utils.params import actual_params, count_params
-from utils.train import evaluate, load_checkpoint, set_seed
+from utils.train import evaluate, load_checkpoint, prepare_model, set_seed
 
 DATASETS = CIFAR_LIKE + ("tinyimagenet",)
 MODELS = ("vgg", "resnet18", "mobilenetv2")
@@ -53,8 +53,8 @@ def load_pretrained(path, args, num_classes, device):
     if arch.get("num_classes") != num_classes:
         raise UserError(f"{path} was trained for {arch.get('num_classes')} classes, --dataset {args.dataset} "
                         f"has {num_classes}")
-    net = build_model(args.model, arch["widths"], num_classes, gates=True,
-                      convcut=bool(arch.get("convcut"))).to(device)
+    net = prepare_model(build_model(args.model, arch["widths"], num_classes, gates=True,
+                                    convcut=bool(arch.get("convcut"))), device)
     gate_keys = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, Gate)}
     try:
         missing, unexpected = net.load_state_dict(ckpt["state_dict"], strict=False)
@@ -109,7 +109,7 @@ def main(argv=None):
               f"({100 * params / dense_params:.1f} %), masked in the full network")
     train_loader, test_loader = swipe.load_data(args, device)
     swipe.output_dirs(args)
-    pruned_test = evaluate(net, test_loader, device)
+    pruned_test = evaluate(net, test_loader, device, amp=args.amp == "on")
     swipe.log(f"{name}: before fine-tuning test acc {pruned_test['acc']:.2f}")
     checkpoint, best = swipe.checkpoint_paths(args.models_dir, args.model,
                                               f"{args.save}_{io.ratio_tag(args.ratio)}")
@@ -118,12 +118,13 @@ def main(argv=None):
     curves, _ = swipe.train_run(net, train_loader, test_loader, device=device, schedule="constant",
                                 epochs=epochs, lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay, checkpoint_path=checkpoint, best_path=best,
-                                fingerprint=fingerprint, name=name)
+                                fingerprint=fingerprint, name=name, **swipe.run_options(args))
     latency = swipe.latency_of(net, args, device)
     physical = None
     if latency is not None:
-        physical = swipe.latency_of(build_model(args.model, widths, num_classes,
-                                                convcut=arch.get("convcut", False)).to(device), args, device)
+        physical = swipe.latency_of(prepare_model(build_model(args.model, widths, num_classes,
+                                                              convcut=arch.get("convcut", False)), device),
+                                    args, device)
     masked_params = actual_params(net)
     result = swipe.make_result(
         ratio=args.ratio, curves=curves, net=net, widths=widths, latency_ms=latency, args=args,

@@ -40,6 +40,11 @@ def parse_args(argv=None):
     p.add_argument("--morph_record", help="take the MorphNet widths from the last row of this --morph "
                                           "search (<record_dir>/NAME_0.csv or a .csv path) instead of "
                                           "ratio_swipe.PRUNED_FILTERS")
+    p.add_argument("--early_idx", type=int, default=report.IT1_IDX,
+                   help="descent_idx of the 'NeuralScale (Iteration = 1)' rows")
+    p.add_argument("--late_idx", type=int, default=report.IT15_IDX,
+                   help="descent_idx of the 'NeuralScale (Iteration = 15)' rows (a shorter search: its "
+                        "last iteration; the label then says which); the --json key stays neuralscale_it15")
     for method, flag in NAME_FLAGS.items():
         p.add_argument(f"--{flag}", help=f"result-file prefix of {report.METHOD_LABELS[method]} "
                                          "(default: the authors' name)")
@@ -100,7 +105,7 @@ def build_methods(args):
         elif key == "convcut":
             methods.append(report.Method(key, label[key], names[key], uniform, convcut=True))
         else:
-            idx = report.IT1_IDX if key == "neuralscale_it1" else report.IT15_IDX
+            idx = args.early_idx if key == "neuralscale_it1" else args.late_idx
             record = io.resolve_record(args.record_dir, args.prune_fname or
                                        report.default_record(args.model, args.dataset))
             if not report.try_record(record, label[key], log):
@@ -110,7 +115,7 @@ def build_methods(args):
                 log(f"note: {label[key]} left out: {record} holds iterations 0..{len(fits) - 1}, "
                     f"not descent_idx {idx}")
                 continue
-            methods.append(report.Method(key, label[key], names[key],
+            methods.append(report.Method(key, f"NeuralScale (Iteration = {idx + 1})", names[key],
                                          report.neuralscale_widths(args.model, args.dataset, record, idx)))
     return methods
 
@@ -121,6 +126,8 @@ def main(argv=None):
     ratios = args.ratios or report.default_ratios(args.dataset)
     if any(r <= 0 for r in ratios):
         raise UserError(f"--ratios must be positive, got {ratios}")
+    if min(args.early_idx, args.late_idx) < 0:
+        raise UserError("--early_idx and --late_idx count iterations from 0")
     if any(s < 0 for s in args.seeds):
         raise UserError(f"--seeds must be non-negative, got {args.seeds}")
     device = None if args.no_latency else resolve_device(args.device)

@@ -11,7 +11,7 @@ from model import build_model, get_spec
 from utils import io, swipe
 from utils.cli import CIFAR_LIKE, make_parser, resolve_device, run_main
 from utils.data import NUM_CLASSES
-from utils.train import set_seed
+from utils.train import prepare_model, set_seed
 
 DATASETS = CIFAR_LIKE + ("tinyimagenet",)
 MODELS = ("vgg", "resnet18", "mobilenetv2")
@@ -37,14 +37,14 @@ def main(argv=None):
     swipe.output_dirs(args)
     schedule = swipe.schedule_for(args.dataset)
     set_seed(swipe.init_seed(args.seed, RATIO))
-    net = build_model(args.model, widths, num_classes, gates=True).to(device)
+    net = prepare_model(build_model(args.model, widths, num_classes, gates=True), device)
     name = f"{args.model} {args.dataset} train_norm seed={args.seed}"
     checkpoint, best = swipe.checkpoint_paths(args.models_dir, args.model, args.save)
     fingerprint = swipe.fingerprint_of(args, method="uniform", ratio=RATIO, widths=widths, schedule=schedule)
     curves, _ = swipe.train_run(net, train_loader, test_loader, device=device, schedule=schedule,
                                 epochs=epochs, lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay, checkpoint_path=checkpoint, best_path=best,
-                                fingerprint=fingerprint, name=name)
+                                fingerprint=fingerprint, name=name, **swipe.run_options(args))
     latency = swipe.latency_of(net, args, device)
     result = swipe.make_result(ratio=RATIO, curves=curves, net=net, widths=widths, latency_ms=latency,
                                args=args, method="uniform", epochs=epochs)

@@ -59,3 +59,19 @@ def test_constant_and_base_lr():
 def test_unknown_schedule():
     with pytest.raises(ValueError):
         lr_for_epoch("cosine", 1, 0.1)
+
+
+@pytest.mark.parametrize("epochs,expected", [
+    (6, [0.1, 0.01, 0.01, 0.001, 1e-4, 1e-4]),          # decays at round(6 * 100/300) = 2, 4, 5
+    (300, None),                                          # scaling to 300 epochs is the paper's schedule
+])
+def test_cifar_schedule_scaled_to_a_short_run(epochs, expected):
+    got = [lr_for_epoch("cifar", e, 0.1, scale_to=epochs) for e in range(1, epochs + 1)]
+    if expected is None:
+        expected = [lr_for_epoch("cifar", e, 0.1) for e in range(1, epochs + 1)]
+    assert got == pytest.approx(expected)
+
+
+def test_tiny_schedule_scaled_to_a_short_run():
+    assert [lr_for_epoch("tiny", e, 0.1, scale_to=15) for e in (4, 5, 10, 15)] == \
+        pytest.approx([0.1, 0.01, 0.001, 1e-4])

@@ -140,7 +140,7 @@ def rotate_batch(x, angles):
     xs = torch.linspace(-W * 0.5 + 0.5, W * 0.5 - 0.5, W, device=x.device)
     ys = torch.linspace(-H * 0.5 + 0.5, H * 0.5 - 0.5, H, device=x.device)
     base = torch.stack([xs.expand(H, W), ys[:, None].expand(H, W), torch.ones(H, W, device=x.device)], -1)
-    scale = torch.tensor([0.5 * W, 0.5 * H], dtype=x.dtype, device=x.device)
+    scale = torch.tensor([0.5 * W, 0.5 * H], dtype=x.dtype).to(x.device, non_blocking=True)  # no host wait
     grid = base.view(1, H * W, 3).expand(B, H * W, 3).bmm(theta.transpose(1, 2) / scale)  # (B, H*W, 2)
     return F.grid_sample(x, grid.view(B, H, W, 2), mode="nearest", padding_mode="zeros", align_corners=False)
 

@@ -26,8 +26,8 @@ from utils.cli import UserError, add_common_args, check_pair, make_parser, resol
 from utils.data import IMAGE_SIZE, NUM_CLASSES, get_loaders
 from utils.latency import measure_latency
 from utils.params import actual_params
-from utils.train import (evaluate, load_checkpoint, lr_for_epoch, make_optimizer, set_lr, set_seed,
-                         train_epoch)
+from utils.train import (evaluate, load_checkpoint, lr_for_epoch, make_optimizer, prepare_model, set_lr,
+                         set_seed, train_epoch)
 
 CIFAR_RATIOS = tuple(float(r) for r in np.arange(0.25, 2.1, 0.25))  # the authors' arange: 0.25 .. 2.0
 TINY_RATIOS = (0.25, 0.5, 0.75, 1.0)
@@ -79,6 +79,12 @@ def add_recipe_args(parser, *, datasets, default_dataset, models, default_model,
     parser.add_argument("--same_norm", action="store_true",
                         help="use the training normalisation everywhere (no effect on training runs)")
     parser.add_argument("--no_latency", action="store_true", help="skip the latency measurement")
+    parser.add_argument("--amp", choices=("on", "off"), default="on",
+                        help="bfloat16 autocast on CUDA (BatchNorm and the loss stay fp32); off: exact "
+                             "fp32. No effect on the CPU")
+    parser.add_argument("--scale_schedule", action="store_true",
+                        help="put the authors' LR decays at the same fractions of --epochs (for short "
+                             "runs; default: the paper's fixed decay epochs)")
     add_common_args(parser)
     # The authors' spelling of the data folder (imagenet scripts, train_norm, fine_tune).
     parser.add_argument("--data", dest="data_dir", default=argparse.SUPPRESS,
@@ -217,9 +223,10 @@ def _resume(net, optimizer, path, device, fingerprint, epochs):
 
 
 def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, momentum, weight_decay,
-              checkpoint_path, best_path, fingerprint, name):
-    """Train `net` (already on `device`) for `epochs`, resuming from `checkpoint_path` when it holds
-    this run (same fingerprint). Returns the curves (lists, one value per epoch) and the best epoch."""
+              checkpoint_path, best_path, fingerprint, name, amp=False, scale_schedule=False):
+    """Train `net` (already on `device`, see prepare_model) for `epochs`, resuming from
+    `checkpoint_path` when it holds this run (same fingerprint). Returns the curves (lists, one value per
+    epoch) and the best epoch."""
     optimizer = make_optimizer(net, lr, momentum, weight_decay)
     start, curves, (best_acc, best_epoch) = 1, {k: [] for k in CURVE_KEYS}, (-1.0, 0)
     if os.path.exists(checkpoint_path):
@@ -228,11 +235,12 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
         log(f"{name}: resuming from {checkpoint_path} at epoch {start}")
     arch = architecture(net)
     for epoch in range(start, epochs + 1):
-        epoch_lr = lr_for_epoch(schedule, epoch, lr)  # from the epoch number; args stay untouched
+        # From the epoch number; args stay untouched.
+        epoch_lr = lr_for_epoch(schedule, epoch, lr, scale_to=epochs if scale_schedule else None)
         set_lr(optimizer, epoch_lr)
         t0 = time.perf_counter()
-        train = train_epoch(net, train_loader, epoch, optimizer, device, desc=f"{name} {epoch}")
-        test = evaluate(net, test_loader, device, desc=f"{name} test")
+        train = train_epoch(net, train_loader, epoch, optimizer, device, amp=amp, desc=f"{name} {epoch}")
+        test = evaluate(net, test_loader, device, amp=amp, desc=f"{name} test")
         if not (np.isfinite(train["loss"]) and np.isfinite(test["loss"])):
             raise UserError(f"{name}: the loss became {train['loss']} at epoch {epoch} (lr {epoch_lr:g}); "
                             f"lower --lr")
@@ -282,9 +290,15 @@ def fingerprint_of(args, **more):
     fp = {"model": args.model, "dataset": args.dataset, "seed": int(args.seed), "lr": float(args.lr),
           "momentum": float(args.momentum), "weight_decay": float(args.weight_decay),
           "batch_size": int(args.batch_size), "test_batch_size": int(args.test_batch_size or args.batch_size),
-          "subset": args.subset, "test_subset": args.test_subset, "loader": args.loader}
+          "subset": args.subset, "test_subset": args.test_subset, "loader": args.loader, "amp": args.amp,
+          "scale_schedule": bool(args.scale_schedule)}
     fp.update(more)
     return fp
+
+
+def run_options(args):
+    """train_run's keyword arguments that come straight from the flags."""
+    return {"amp": args.amp == "on", "scale_schedule": args.scale_schedule}
 
 
 def load_data(args, device):
@@ -330,12 +344,13 @@ def run_swipe(argv, *, description, datasets, default_dataset, models, default_m
             todo.append((ratio, widths, path))
     if not todo:
         return
+    train_loader, test_loader = load_data(args, device)  # a missing data set fails before anything is created
     output_dirs(args)
-    train_loader, test_loader = load_data(args, device)
     schedule = schedule_for(args.dataset)
     for ratio, widths, path in todo:
         set_seed(init_seed(args.seed, ratio))
-        net = build_model(args.model, widths, num_classes, gates=False, convcut=method == "convcut").to(device)
+        net = prepare_model(build_model(args.model, widths, num_classes, gates=False,
+                                        convcut=method == "convcut"), device)
         name = f"{args.model} {args.dataset} {method} r={ratio:g} seed={args.seed}"
         log(f"{name}: widths {widths}, {actual_params(net):,} parameters")
         checkpoint, best = checkpoint_paths(args.models_dir, args.model, f"{args.save}_{io.ratio_tag(ratio)}")
@@ -343,7 +358,7 @@ def run_swipe(argv, *, description, datasets, default_dataset, models, default_m
         curves, _ = train_run(net, train_loader, test_loader, device=device, schedule=schedule,
                               epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                               weight_decay=args.weight_decay, checkpoint_path=checkpoint, best_path=best,
-                              fingerprint=fingerprint, name=name)
+                              fingerprint=fingerprint, name=name, **run_options(args))
         latency = latency_of(net, args, device)
         result = make_result(ratio=ratio, curves=curves, net=net, widths=widths, latency_ms=latency,
                              args=args, method=method, epochs=args.epochs, extra=info)

@@ -3,7 +3,15 @@ evaluation, checkpoints.
 
 Accuracy is reported two ways: `acc`, the authors' mean over minibatches of the per-batch top-1 %
 (the last, smaller batch weighs as much as a full one; this is what the paper's tables hold), and
-`acc_dataset`, correct / total. Statistics stay on the device and are read once per epoch.
+`acc_dataset`, correct / total. Statistics stay on the device and are read once per epoch: nothing in
+the loop waits for the GPU.
+
+Speed on CUDA (bench/train_throughput.py measures it): `prepare_model` puts the weights in channels_last
+and turns on cuDNN autotuning; the loops then feed inputs in the model's layout. `amp=True` runs the
+forward pass under bfloat16 autocast: convolutions and linear layers in bf16; BatchNorm takes the bf16
+activations but keeps its affine parameters, running statistics and their accumulation in fp32 (autocast
+lists no rule for batch_norm, and its mixed-dtype kernels accumulate in fp32); the loss is computed on
+fp32 logits. amp=False is exact fp32. On the CPU both are no-ops.
 """
 import contextlib
 import random
@@ -18,8 +26,8 @@ from model.gate import Gate
 from utils.cli import UserError
 
 SCHEDULES = ("cifar", "tiny", "search", "tiny_search", "constant")
-CIFAR_MILESTONES = (100, 200, 250)  # x0.1 at each (300 epochs)
-TINY_STEP = 50  # x0.1 every 50 epochs (150 epochs)
+CIFAR_EPOCHS, CIFAR_MILESTONES = 300, (100, 200, 250)  # x0.1 at each milestone
+TINY_EPOCHS, TINY_STEP = 150, 50  # x0.1 every 50 epochs
 SEARCH_DECAY, SEARCH_EVERY = 1.5, 10  # the search divides the LR by 1.5 every 10 epochs
 
 
@@ -46,7 +54,7 @@ def set_lr(optimizer, lr):
         group["lr"] = lr
 
 
-def lr_for_epoch(schedule, epoch, base_lr=0.1, warmup=10):
+def lr_for_epoch(schedule, epoch, base_lr=0.1, warmup=10, scale_to=None):
     """Learning rate for a 1-based epoch, as the authors' adjust_learning_rate* functions set it.
 
     cifar:  base, x0.1 at epochs 100, 200 and 250.
@@ -56,11 +64,16 @@ def lr_for_epoch(schedule, epoch, base_lr=0.1, warmup=10):
             `epoch == W` cannot fire) and base is divided by 1.5 every 10 epochs.
     tiny_search: as search, but the 1.5 divisions fire at multiples of 10 with exponent (e - W) // 10.
     constant: base (fine-tuning).
+    scale_to: (opt-in, for short runs) put the cifar/tiny decays at the same fractions of a run of
+            `scale_to` epochs instead of at the paper's fixed epochs.
     """
     if schedule == "cifar":
-        return base_lr * 0.1 ** sum(epoch >= m for m in CIFAR_MILESTONES)
+        milestones = CIFAR_MILESTONES if scale_to is None else \
+            [round(m * scale_to / CIFAR_EPOCHS) for m in CIFAR_MILESTONES]
+        return base_lr * 0.1 ** sum(epoch >= m for m in milestones)
     if schedule == "tiny":
-        return base_lr * 0.1 ** (epoch // TINY_STEP)
+        step = TINY_STEP if scale_to is None else max(1, round(TINY_STEP * scale_to / TINY_EPOCHS))
+        return base_lr * 0.1 ** (epoch // step)
     if schedule == "constant":
         return base_lr
     if schedule not in ("search", "tiny_search"):
@@ -76,6 +89,25 @@ def lr_for_epoch(schedule, epoch, base_lr=0.1, warmup=10):
     if last_decay <= warmup:
         return after
     return after / SEARCH_DECAY ** ((last_decay - warmup) // SEARCH_EVERY)
+
+
+def prepare_model(model, device):
+    """Move a freshly built network to `device`; on CUDA also channels_last weights and cuDNN autotuning
+    (the same arithmetic in another memory layout). Call it after build_model, before the optimizer."""
+    model = model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # shapes repeat every batch: pick each conv's kernel once
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def input_format(model):
+    """channels_last when the model's weights are (prepare_model on CUDA), else contiguous. 1x1 and
+    depthwise kernels are both at once, so a 3x3 kernel with several input channels decides."""
+    for p in model.parameters():
+        if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
+            return torch.channels_last
+    return torch.contiguous_format
 
 
 def autocast(device, amp):
@@ -116,8 +148,9 @@ def train_epoch(model, loader, epoch, optimizer, device, *, after_step=None, amp
     """One epoch of SGD. `after_step(loss)` runs after every optimizer step (the pruning hook); when
     it returns "stop" the epoch ends there. Returns loss/acc/acc_dataset and whether it stopped."""
     model.train()
-    meter, stopped = _Meter(device), False
+    meter, stopped, layout = _Meter(device), False, input_format(model)
     for x, y in _progress(loader.epoch(epoch), len(loader), desc):
+        x = x.contiguous(memory_format=layout)  # a no-op unless prepare_model chose channels_last
         model.zero_grad(set_to_none=True)  # gates too: Taylor-FO reads this batch's gate gradients
         with autocast(device, amp):
             logits = model(x)
@@ -134,8 +167,9 @@ def train_epoch(model, loader, epoch, optimizer, device, *, after_step=None, amp
 @torch.no_grad()
 def evaluate(model, loader, device, *, amp=False, desc=None):
     model.eval()
-    meter = _Meter(device)
+    meter, layout = _Meter(device), input_format(model)
     for x, y in _progress(loader.epoch(0), len(loader), desc):
+        x = x.contiguous(memory_format=layout)
         with autocast(device, amp):
             logits = model(x)
         meter.add(F.cross_entropy(logits.float(), y), logits, y)

@@ -1,0 +1,66 @@
+"""Re-fit NeuralScale's power law to every iteration of a search record.
+
+Reads <record_dir>/<prune_fname>_<k>.csv for k = 0, 1, ... (consecutive, as many as exist, or
+--iterations), fits alpha and beta per layer (ORIGINAL_BEHAVIOUR section 6), rewrites
+<prune_fname>_param<k>.pk and <prune_fname>.pk, and prints the fits.
+"""
+import os
+
+import numpy as np
+
+from model import get_spec
+from utils import io
+from utils.cli import MODEL_NAMES, UserError, check_pair, make_parser, run_main, writable_dir
+from utils.data import NUM_CLASSES
+from utils.descent import param_pk_path
+from utils.fit import fit_power_law
+
+
+def parse_args():
+    parser = make_parser(__doc__.splitlines()[0])
+    parser.add_argument("--prune_fname", required=True, help="search name: <record_dir>/<NAME>_<k>.csv")
+    parser.add_argument("--model", default="vgg", help=f"one of {', '.join(MODEL_NAMES)}")
+    # The authors' default pair (vgg, tinyimagenet) is one their VGG cannot run; CIFAR10 matches the search.
+    parser.add_argument("--dataset", default="CIFAR10", help=f"one of {', '.join(NUM_CLASSES)} "
+                        "(sets the class count of the parameter formula)")
+    parser.add_argument("--record_dir", default="prune_record", help="prune records (CSV, .pk)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="fit iterations 0..N-1 (default: every consecutive CSV present)")
+    parser.add_argument("--exact", action="store_true",
+                        help="tau = the built network's exact parameter count (as a search run with --exact)")
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args()
+    check_pair(args.model, args.dataset, tuple(NUM_CLASSES))
+    if args.iterations is not None and args.iterations < 1:
+        raise UserError(f"--iterations must be at least 1, got {args.iterations}")
+    num_layers = len(get_spec(args.model).DEFAULT_WIDTHS)
+    paths, k = [], 0
+    while args.iterations is None or k < args.iterations:
+        path = io.record_csv_path(args.record_dir, args.prune_fname, k)
+        if not os.path.exists(path):
+            if args.iterations is not None or k == 0:
+                io.read_prune_csv(path)  # the one-line "no such prune record" error
+            break
+        paths.append(path)
+        k += 1
+    records = [io.read_prune_csv(path, num_layers) for path in paths]  # all checked before writing
+    writable_dir(args.record_dir)
+    fits = []
+    with np.printoptions(precision=6, linewidth=200):
+        for k, rows in enumerate(records):
+            alpha, beta = fit_power_law(rows, args.model, NUM_CLASSES[args.dataset], exact=args.exact)
+            io.save_pickle({"train_alpha": alpha, "train_beta": beta},
+                           param_pk_path(args.record_dir, args.prune_fname, k))
+            fits.append((alpha, beta))
+            note = "" if any(beta) else "  (fewer than 6 rows: fallback, beta = 0)"
+            print(f"iteration {k} ({len(rows)} rows){note}\n  alpha = {alpha}\n  beta  = {beta}")
+    record = io.record_pk_path(args.record_dir, args.prune_fname)
+    io.save_fits(record, fits)
+    print(f"wrote {record} ({len(fits)} iterations)")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,222 @@
+"""Architecture descent, the engine behind architecture_descent.py and imagenet_architecture_descent.py.
+
+Iteration k (ORIGINAL_BEHAVIOUR 0 and 1.1): build the gated network (k = 0: the default widths scaled
+by --search_ratio; k >= 1: the widths whose parameter count matches that budget under iteration k-1's
+power law), train it from scratch with the search LR rule, prune it with Taylor-FO from the end of the
+warm-up until the pruner is done, write the record `<save>_<k>.csv`, fit (alpha, beta) and write
+`<save>_param<k>.pk`. After the last iteration, `<save>.pk` = {"param": [[alpha, beta], ...]}.
+
+Reproducible and resumable: iteration k seeds everything from (--seed, k) and its data from
+(--seed, k, epoch), so an iteration whose CSV and param pickle exist is loaded instead of recomputed
+and a resumed search writes the same files as an uninterrupted one.
+"""
+import argparse
+import os
+
+import numpy as np
+
+from model import build_model, gates_of, get_spec
+from utils import data, io, train
+from utils.cli import UserError, add_common_args, check_pair, resolve_device, writable_dir
+from utils.fit import fit_power_law
+from utils.params import count_params
+from utils.prune import TaylorFOPruner
+
+DEFAULT_ITERATIONS, MORPH_ITERATIONS = 15, 1
+DEFAULT_FRACTION, MORPH_FRACTION = 0.95, 0.5
+EPOCH_STRIDE = 1_000_000  # iteration k trains on data epochs k * EPOCH_STRIDE + e
+
+
+def add_search_args(parser, *, datasets, model, dataset, batch_size, prune_every):
+    """The search flags (the authors' spellings and defaults) plus the common ones."""
+    parser.add_argument("--model", default=model, help="vgg, resnet18 or mobilenetv2")
+    parser.add_argument("--dataset", default=dataset, help=f"one of {', '.join(datasets)}")
+    parser.add_argument("--save", default="model", help="run name: <record_dir>/<save>_<k>.csv, <save>.pk")
+    parser.add_argument("--epochs", type=int, default=300,
+                        help="most epochs per iteration (an iteration ends when pruning is done)")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="training minibatch")
+    parser.add_argument("--lr", type=float, default=0.1,
+                        help="base LR of the search rule (the authors reset it to 0.1 every iteration)")
+    parser.add_argument("--momentum", type=float, default=0.5, help="SGD momentum")
+    parser.add_argument("--weight_decay", type=float, default=5e-4, help="SGD weight decay")
+    parser.add_argument("--warmup", type=int, default=10, help="epochs of training before pruning starts")
+    parser.add_argument("--morph", action="store_true",
+                        help="MorphNet baseline: one iteration pruned to 50 %% (prints a PRUNED_FILTERS line)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help=f"descent iterations (default {DEFAULT_ITERATIONS}; {MORPH_ITERATIONS} with --morph)")
+    parser.add_argument("--prune_every", type=int, default=prune_every, help="minibatches per pruning window")
+    parser.add_argument("--prune_per_step", type=int, default=10, help="units pruned per step (globally)")
+    parser.add_argument("--prune_fraction", type=float, default=None,
+                        help=f"fraction of units to prune (default {DEFAULT_FRACTION}; {MORPH_FRACTION} with --morph)")
+    parser.add_argument("--search_ratio", type=float, default=1.0,
+                        help="budget of every iteration's network = the default network's scaled by this "
+                             "(1.0 = the authors'; lower it for cheap CPU demos)")
+    parser.add_argument("--exact", action="store_true",
+                        help="tau search and fit count the built network's parameters (opt-in correction; "
+                             "default: the authors' formula)")
+    parser.add_argument("--subset", type=int, default=None, help="train on the first N images only")
+    parser.add_argument("--loader", choices=data.LOADERS, default="fast",
+                        help="fast: batches augmented on the device; torchvision: the authors' pipeline")
+    parser.add_argument("--amp", choices=("on", "off"), default="on",
+                        help="bfloat16 autocast on CUDA (BatchNorm, the loss and the gate gradients stay "
+                             "fp32); off: exact fp32. No effect on the CPU")
+    parser.add_argument("--same_norm", action="store_true",
+                        help="normalise with the training scripts' constants (opt-in correction)")
+    add_common_args(parser)
+    return parser
+
+
+def iteration_seed(seed, iteration):
+    """The seed of iteration k: a pure function of (--seed, k)."""
+    return int(np.random.SeedSequence([seed, iteration]).generate_state(1)[0])
+
+
+def param_pk_path(record_dir, save, iteration):
+    """Per-iteration fit. The authors wrote an unprefixed param<k>.pk, so concurrent searches collided."""
+    return os.path.join(record_dir, f"{save}_param{iteration}.pk")
+
+
+def morph_line(model, dataset, widths):
+    return f'("{model}", "{dataset}"): {list(map(int, widths))},'
+
+
+class _IterationEpochs:
+    """A loader whose epoch e is data epoch k * EPOCH_STRIDE + e, so iterations see different batches
+    and each batch is still a pure function of (seed, k, e)."""
+
+    def __init__(self, loader, iteration):
+        self.loader, self.offset = loader, iteration * EPOCH_STRIDE
+
+    def __len__(self):
+        return len(self.loader)
+
+    def epoch(self, epoch):
+        return self.loader.epoch(self.offset + epoch)
+
+
+def _settings(args):
+    """The parsed flags with the --morph-dependent defaults filled in (a copy; args stays as parsed)."""
+    if args.morph and args.iterations not in (None, MORPH_ITERATIONS):
+        raise UserError("--morph runs a single iteration; leave out --iterations")
+    args = argparse.Namespace(**vars(args))
+    if args.iterations is None:
+        args.iterations = MORPH_ITERATIONS if args.morph else DEFAULT_ITERATIONS
+    if args.prune_fraction is None:
+        args.prune_fraction = MORPH_FRACTION if args.morph else DEFAULT_FRACTION
+    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
+                        ("--iterations", args.iterations), ("--prune_every", args.prune_every),
+                        ("--prune_per_step", args.prune_per_step)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+    if args.warmup < 0 or args.seed < 0:
+        raise UserError("--warmup and --seed must be non-negative")
+    if not 0 < args.prune_fraction < 1:
+        raise UserError(f"--prune_fraction must be between 0 and 1, got {args.prune_fraction}")
+    if not args.search_ratio > 0:
+        raise UserError(f"--search_ratio must be positive, got {args.search_ratio}")
+    if args.lr <= 0:
+        raise UserError(f"--lr must be positive, got {args.lr}")
+    if "/" in args.save or not args.save:
+        raise UserError(f"--save is a run name, not a path: {args.save!r} (use --record_dir for the folder)")
+    return args
+
+
+def _load_iteration(args, k, num_layers, log):
+    """(alpha, beta) of a finished iteration, or None when its files are not both there."""
+    csv_path = io.record_csv_path(args.record_dir, args.save, k)
+    pk_path = param_pk_path(args.record_dir, args.save, k)
+    if not (os.path.exists(csv_path) and os.path.exists(pk_path)):
+        return None
+    io.read_prune_csv(csv_path, num_layers)  # refuse a record of another model
+    fit = io.load_pickle(pk_path)
+    try:
+        alpha, beta = (np.asarray(fit[key], dtype=np.float64) for key in ("train_alpha", "train_beta"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"{pk_path}: not a per-iteration fit ({{'train_alpha', 'train_beta'}}): {err}") from None
+    if alpha.shape != (num_layers,) or beta.shape != (num_layers,):
+        raise UserError(f"{pk_path}: holds {alpha.size} layers, {args.model} has {num_layers}; "
+                        f"it belongs to another search (choose another --save)")
+    log(f"iteration {k}: resumed from {csv_path} and {pk_path}")
+    return alpha, beta
+
+
+def _search_widths(args, k, num_classes, previous):
+    spec = get_spec(args.model)
+    if k == 0:
+        return spec.prepare_filters(args.search_ratio, num_classes=num_classes)
+    alpha, beta = previous
+    return spec.prepare_filters(args.search_ratio, num_classes=num_classes, alpha=alpha, beta=beta,
+                                search=True, descent_idx=0, exact=args.exact)
+
+
+def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
+    """Train and prune one network; the pruner's recorded rows. UserError when pruning does not finish."""
+    train.set_seed(iteration_seed(args.seed, k))
+    model = train.prepare_model(build_model(args.model, widths, num_classes, gates=True), device)
+    optimizer = train.make_optimizer(model, args.lr, args.momentum, args.weight_decay)
+    pruner = TaylorFOPruner(gates_of(model), prune_fraction=args.prune_fraction,
+                            prune_every=args.prune_every, prune_per_step=args.prune_per_step, log=log)
+    log(f"iteration {k}: widths {widths} ({count_params(args.model, widths, num_classes):,} formula params, "
+        f"{pruner.total} units; pruning to {pruner.total - pruner.max_prunable} in at most "
+        f"{pruner.max_steps} steps)")
+
+    def after_step(_loss):
+        return "stop" if pruner.step() == "done" else None
+
+    epochs = _IterationEpochs(loader, k)
+    for epoch in range(1, args.epochs + 1):
+        lr = train.lr_for_epoch(schedule, epoch, args.lr, args.warmup)
+        train.set_lr(optimizer, lr)
+        stats = train.train_epoch(model, epochs, epoch, optimizer, device,
+                                  after_step=after_step if epoch > args.warmup else None,
+                                  amp=args.amp == "on", desc=f"iteration {k} epoch {epoch}")
+        log(f"iteration {k} epoch {epoch}: lr {lr:.4g} loss {stats['loss']:.4f} acc {stats['acc']:.2f} "
+            f"units left {pruner.total - pruner.pruned}/{pruner.total}")
+        if pruner.finished:
+            return pruner.rows
+    raise UserError(
+        f"iteration {k}: pruning did not finish within --epochs {args.epochs} ({pruner.steps_done} of "
+        f"{pruner.max_steps} steps done); raise --epochs, or prune faster with a smaller --prune_every "
+        f"or a larger --prune_per_step")
+
+
+def run_search(args, *, datasets, schedule, log):
+    """The whole search; `log` prints one line."""
+    args = _settings(args)
+    check_pair(args.model, args.dataset, datasets)
+    device = resolve_device(args.device)
+    writable_dir(args.record_dir)
+    num_classes = data.NUM_CLASSES[args.dataset]
+    num_layers = len(get_spec(args.model).DEFAULT_WIDTHS)
+
+    fits, k = [], 0
+    while k < args.iterations:
+        fit = _load_iteration(args, k, num_layers, log)
+        if fit is None:
+            break
+        fits.append(fit)
+        k += 1
+
+    if k < args.iterations:
+        loader, _ = data.get_loaders(args.dataset, args.data_dir, recipe="search", batch_size=args.batch_size,
+                                     device=device, loader=args.loader, subset=args.subset, seed=args.seed,
+                                     download=args.download, same_norm=args.same_norm, need_test=False)
+    for k in range(k, args.iterations):
+        widths = _search_widths(args, k, num_classes, fits[-1] if fits else None)
+        rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log)
+        alpha, beta = fit_power_law(rows, args.model, num_classes, exact=args.exact)
+        io.write_prune_csv(io.record_csv_path(args.record_dir, args.save, k), rows)
+        io.save_pickle({"train_alpha": alpha, "train_beta": beta}, param_pk_path(args.record_dir, args.save, k))
+        log(f"iteration {k}: {len(rows)} rows recorded, final widths {list(rows[-1])}"
+            + ("" if any(beta) else " (fewer than 6 rows: the authors' fallback fit, beta = 0)"))
+        fits.append((alpha, beta))
+
+    record = io.record_pk_path(args.record_dir, args.save)
+    io.save_fits(record, fits)
+    log(f"wrote {record} ({len(fits)} iterations)")
+    if args.morph:
+        last = io.read_prune_csv(io.record_csv_path(args.record_dir, args.save, 0), num_layers)[-1]
+        log(f"50 %-pruned widths; paste this line into PRUNED_FILTERS at the top of ratio_swipe.py "
+            f"(or pass --prune_fname {args.save} to ratio_swipe.py --morph):")
+        log(morph_line(args.model, args.dataset, last))
+    return fits
