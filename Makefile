@@ -2,6 +2,34 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The set-up stamp; tests/test_demo.py runs the demo chain with INSTALLED= PY=<its python>.
+INSTALLED ?= $(VENV)/.installed
+
+# -- The demo: NeuralScale against uniform and MorphNet-style scaling, VGG11 on Fashion-MNIST --------
+# Scaled down to run on a 2-core CPU in minutes; the paper's protocol is the same scripts with their
+# default settings (in brackets). Override any of these on the command line, e.g. make demo DEMO_SEEDS="0 1".
+DATA_DIR ?= ./data
+DEMO_DIR ?= demo_runs
+DEMO_SUBSET ?= 4096          # training images, of 60,000             [all]
+DEMO_TEST_SUBSET ?= 2000     # test images, of 10,000                 [all]
+DEMO_SEARCH_RATIO ?= 0.25    # search budget: default VGG11 x this    [1.0]
+DEMO_ITERATIONS ?= 3         # architecture-descent iterations        [15]
+DEMO_WARMUP ?= 3             # pre-training epochs before pruning     [10]
+DEMO_SEARCH_BATCH ?= 64      # search minibatch                       [256]
+DEMO_PRUNE_EVERY ?= 4        # minibatches per pruning step           [50]
+DEMO_PRUNE_PER_STEP ?= 20    # units pruned per step                  [10]
+DEMO_EPOCHS ?= 6             # training epochs per ratio, LR decays at the paper's fractions  [300]
+DEMO_RATIOS ?= 0.125 0.25    # width ratios                           [0.25 .. 2.0]
+DEMO_SEEDS ?= 0 1 2          # seeds per method                       [0 1 2 3 4]
+
+DEMO_LAST_IDX = $(shell echo $$(( $(DEMO_ITERATIONS) - 1 )))
+DEMO_DIRS = --data_dir $(DATA_DIR) --record_dir $(DEMO_DIR)/prune_record \
+	--plots_dir $(DEMO_DIR)/saved_plots --models_dir $(DEMO_DIR)/saved_models --figs_dir $(DEMO_DIR)/figs
+DEMO_DATA = --model vgg --dataset FashionMNIST --subset $(DEMO_SUBSET) $(DEMO_DIRS)
+DEMO_SEARCH = $(DEMO_DATA) --search_ratio $(DEMO_SEARCH_RATIO) --warmup $(DEMO_WARMUP) \
+	--batch-size $(DEMO_SEARCH_BATCH) --prune_every $(DEMO_PRUNE_EVERY) --prune_per_step $(DEMO_PRUNE_PER_STEP)
+DEMO_SWIPE = $(DEMO_DATA) --test_subset $(DEMO_TEST_SUBSET) --epochs $(DEMO_EPOCHS) --scale_schedule \
+	--ratios $(DEMO_RATIOS)
 
 .PHONY: demo test
 
@@ -10,8 +38,21 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-test: $(VENV)/.installed
+test: $(INSTALLED)
 	$(PY) -m pytest -q tests
 
-demo: $(VENV)/.installed
-	$(PY) list_architecture.py --model vgg --dataset CIFAR10
+# Every step resumes: a second `make demo` reuses what the first one finished.
+demo: $(INSTALLED)
+	$(PY) architecture_descent.py $(DEMO_SEARCH) --iterations $(DEMO_ITERATIONS) --save fmnist_search
+	$(PY) architecture_descent.py $(DEMO_SEARCH) --morph --save fmnist_morph
+	for seed in $(DEMO_SEEDS); do \
+	  $(PY) ratio_swipe.py $(DEMO_SWIPE) --seed $$seed --uniform --save vgg_uni_fmnist_$$seed && \
+	  $(PY) ratio_swipe.py $(DEMO_SWIPE) --seed $$seed --morph --prune_fname fmnist_morph \
+	    --save vgg_pruned_fmnist_$$seed && \
+	  $(PY) ratio_swipe.py $(DEMO_SWIPE) --seed $$seed --prune_fname fmnist_search \
+	    --descent_idx $(DEMO_LAST_IDX) --save vgg_late_fmnist_$$seed || exit 1; \
+	done
+	$(PY) plot_ratio.py --model vgg --dataset FashionMNIST $(DEMO_DIRS) --ratios $(DEMO_RATIOS) \
+	  --seeds $(DEMO_SEEDS) --methods uniform morphnet neuralscale_it15 \
+	  --uniform_name vgg_uni_fmnist --morph_name vgg_pruned_fmnist --late_name vgg_late_fmnist \
+	  --prune_fname fmnist_search --late_idx $(DEMO_LAST_IDX) --morph_record fmnist_morph

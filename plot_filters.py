@@ -33,7 +33,7 @@ def parse_args(argv=None):
                    help="search iterations k whose records <prune_fname>_<k>.csv are drawn")
     p.add_argument("--json", action="store_true", help="one JSON object per iteration and layer")
     p.add_argument("--no_figs", action="store_true", help="do not write the figure")
-    add_common_args(p, data=False, training=False)
+    add_common_args(p)
     return p.parse_args(argv)
 
 

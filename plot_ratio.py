@@ -12,13 +12,11 @@ or seed with no file is reported as missing, never filled in. ConvCut (resnet18,
 Li et al. (ratio 0.75) appear whenever their files exist.
 Figures: <figs_dir>/param_acc_<model>_<dataset>.{png,pdf} and latency_acc_... when latency is known.
 """
-import json
 import sys
 
 from model import MODELS
 from utils import io, report
-from utils.cli import (UserError, add_common_args, check_pair, make_parser, resolve_device, run_main,
-                       writable_dir)
+from utils.cli import UserError, check_pair, make_parser, run_main
 from utils.data import NUM_CLASSES
 
 NAME_FLAGS = {"uniform": "uniform_name", "morphnet": "morph_name", "neuralscale_it1": "early_name",
@@ -29,10 +27,6 @@ def parse_args(argv=None):
     p = make_parser(__doc__.splitlines()[0])
     p.add_argument("--model", default="vgg", choices=sorted(MODELS))
     p.add_argument("--dataset", default="CIFAR100", choices=sorted(NUM_CLASSES))
-    p.add_argument("--ratios", type=float, nargs="+",
-                   help="default: 0.25..2.0 by 0.25 (CIFAR-like), 0.25..1.0 (tinyimagenet); "
-                        "the paper's tables show 0.25 0.75 2 / 0.25 0.75")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(report.DEFAULT_SEEDS))
     p.add_argument("--methods", nargs="+", choices=report.METHODS, default=list(report.METHODS),
                    help="methods to gather (each is left out anyway when it has no result file)")
     p.add_argument("--prune_fname", help="the NeuralScale search record (name under --record_dir or "
@@ -48,10 +42,7 @@ def parse_args(argv=None):
     for method, flag in NAME_FLAGS.items():
         p.add_argument(f"--{flag}", help=f"result-file prefix of {report.METHOD_LABELS[method]} "
                                          "(default: the authors' name)")
-    p.add_argument("--json", action="store_true", help="one JSON object per method and ratio")
-    p.add_argument("--no_latency", action="store_true", help="do not measure latency")
-    p.add_argument("--no_figs", action="store_true", help="do not write figures")
-    add_common_args(p, data=False, training=False)
+    report.add_output_args(p)
     return p.parse_args(argv)
 
 
@@ -123,35 +114,11 @@ def build_methods(args):
 def main(argv=None):
     args = parse_args(argv)
     check_pair(args.model, args.dataset, tuple(NUM_CLASSES))
-    ratios = args.ratios or report.default_ratios(args.dataset)
-    if any(r <= 0 for r in ratios):
-        raise UserError(f"--ratios must be positive, got {ratios}")
+    ratios = report.checked_ratios(args, args.dataset)
     if min(args.early_idx, args.late_idx) < 0:
         raise UserError("--early_idx and --late_idx count iterations from 0")
-    if any(s < 0 for s in args.seeds):
-        raise UserError(f"--seeds must be non-negative, got {args.seeds}")
-    device = None if args.no_latency else resolve_device(args.device)
-    methods = build_methods(args)
-    if not report.any_results(methods, args.plots_dir, args.model, ratios, args.seeds):
-        raise UserError(f"no result files for {args.model} on {args.dataset} under "
-                        f"{args.plots_dir}/{args.model}/ (names like "
-                        f"{report.default_names(args.model, args.dataset)['uniform']}_0_25.pk)")
-    if not args.no_figs:
-        writable_dir(args.figs_dir)  # before the long part, after the inputs are known to be good
-    rows = report.gather(methods, model=args.model, dataset=args.dataset, plots_dir=args.plots_dir,
-                         ratios=ratios, seeds=args.seeds, device=device, log=log)
-    if args.json:
-        for row in rows:
-            print(json.dumps(row.to_json()))
-    else:
-        notes = report.table_notes(rows, methods, str(device) if device else None)
-        marked = {m.key for m in methods if m.note}
-        print(report.format_table(rows, report.title(args.model, args.dataset), notes, marked))
-    if not args.no_figs:
-        for _, paths in report.accuracy_figures(rows, figs_dir=args.figs_dir, model=args.model,
-                                                dataset=args.dataset).values():
-            for path in paths:
-                log(f"wrote {path}")
+    report.emit(args, build_methods(args), model=args.model, dataset=args.dataset, ratios=ratios,
+                heading=report.title(args.model, args.dataset), log=log)
 
 
 if __name__ == "__main__":

@@ -15,13 +15,11 @@ parameter counts (index 13 gives 1.41M instead of 1.40M at P = 0, ratio 0.75, an
 9.27M at P = 60, ratio 2), so 14 is the default for every P; --descent_idx changes it for all.
 Figures: <figs_dir>/param_pretrain_<model>_<dataset>.{png,pdf} and latency_pretrain_... .
 """
-import json
 import sys
 
 from model import MODELS
 from utils import io, report
-from utils.cli import (UserError, add_common_args, check_pair, make_parser, resolve_device, run_main,
-                       writable_dir)
+from utils.cli import UserError, check_pair, make_parser, run_main
 from utils.data import NUM_CLASSES
 
 PRETRAIN_EPOCHS = (0, 2, 5, 10, 30, 60)
@@ -43,13 +41,7 @@ def parse_args(argv=None):
                    help="P values whose results are the main study's <series>_late files")
     p.add_argument("--uniform_name", help="result-file prefix of the uniform baseline "
                                           "(default: <model>_uni_<tag>)")
-    p.add_argument("--ratios", type=float, nargs="+",
-                   help="default: 0.25..2.0 by 0.25 (CIFAR-like), 0.25..1.0 (tinyimagenet)")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(report.DEFAULT_SEEDS))
-    p.add_argument("--json", action="store_true", help="one JSON object per method and ratio")
-    p.add_argument("--no_latency", action="store_true", help="do not measure latency")
-    p.add_argument("--no_figs", action="store_true", help="do not write figures")
-    add_common_args(p, data=False, training=False)
+    report.add_output_args(p)
     return p.parse_args(argv)
 
 
@@ -85,33 +77,14 @@ def main(argv=None):
     args = parse_args(argv)
     dataset = args.dataset or DEFAULT_DATASET[args.model]
     check_pair(args.model, dataset, tuple(NUM_CLASSES))
-    ratios = args.ratios or report.default_ratios(dataset)
-    if any(r <= 0 for r in ratios):
-        raise UserError(f"--ratios must be positive, got {ratios}")
-    if any(p < 0 for p in args.pretrain) or any(s < 0 for s in args.seeds):
-        raise UserError("--pretrain and --seeds must be non-negative")
-    device = None if args.no_latency else resolve_device(args.device)
-    methods = build_methods(args, dataset)
-    if not report.any_results(methods, args.plots_dir, args.model, ratios, args.seeds):
-        raise UserError(f"no result files for {args.model} on {dataset} under {args.plots_dir}/{args.model}/")
-    if not args.no_figs:
-        writable_dir(args.figs_dir)  # before the long part, after the inputs are known to be good
-    rows = report.gather(methods, model=args.model, dataset=dataset, plots_dir=args.plots_dir,
-                         ratios=ratios, seeds=args.seeds, device=device, log=log)
-    if args.json:
-        for row in rows:
-            print(json.dumps(row.to_json()))
-    else:
-        notes = report.table_notes(rows, methods, str(device) if device else None)
-        notes.append(f"NeuralScale configurations: descent_idx {args.descent_idx} of each P's search "
-                     f"record (Iteration = {args.descent_idx + 1}).")
-        heading = f"{report.title(args.model, dataset)}: pre-training epochs P"
-        print(report.format_table(rows, heading, notes))
-    if not args.no_figs:
-        for _, paths in report.accuracy_figures(rows, figs_dir=args.figs_dir, model=args.model,
-                                                dataset=dataset, kind="pretrain").values():
-            for path in paths:
-                log(f"wrote {path}")
+    ratios = report.checked_ratios(args, dataset)
+    if any(p < 0 for p in args.pretrain):
+        raise UserError("--pretrain must be non-negative")
+    note = (f"NeuralScale configurations: descent_idx {args.descent_idx} of each P's search record "
+            f"(Iteration = {args.descent_idx + 1}).")
+    report.emit(args, build_methods(args, dataset), model=args.model, dataset=dataset, ratios=ratios,
+                heading=f"{report.title(args.model, dataset)}: pre-training epochs P", log=log,
+                extra_notes=[note], kind="pretrain")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ NAME = "mobilenetv2"
 DEFAULT_WIDTHS = [32, 16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320, 1280]
 STAGE_BLOCKS = (1, 2, 3, 4, 3, 3, 1)
 TINY_CLASSES = 200
-MORPH_START, MORPH_STEP, MORPH_TOL = 1.2, 5e-5, 0.005
-FALLBACK_START, FALLBACK_STEP, FALLBACK_TOL = 1.2, 0.05, 0.1
 TAU_TOL = 0.0005
 
 
@@ -114,33 +112,18 @@ def exact_params(widths, num_classes, convcut=False):
 
 def prepare_filters(ratio=None, *, num_classes=100, alpha=None, beta=None, pruned_widths=None,
                     search=False, descent_idx=14, exact=False, convcut=False):
-    """The flat width list; see vgg.prepare_filters. MobileNetV2 specifics (authors'): the budget is the
-    count of the truncated uniform widths; the tau search counts float widths, halves tau on overshoot
-    and stops within 0.05 %; +10 on widths below 10 only during the search."""
+    """The flat width list; see vgg.prepare_filters. MobileNetV2 specifics (authors'): the budget is
+    the count of the truncated uniform widths; the tau search counts float widths, halves tau on
+    overshoot and stops within 0.05 %; the small-width rules apply."""
     if ratio is None:
         return list(DEFAULT_WIDTHS)
+    count = scaling.counter(formula_params, exact_params, num_classes, exact, convcut)
+    target = count(scaling.uniform(DEFAULT_WIDTHS, ratio))
 
-    def params(widths):
-        return exact_params(widths, num_classes, convcut) if exact else formula_params(widths, num_classes)
+    def tau_search(alpha, beta):
+        return scaling.tau_tolerance(alpha, beta, target, count, tolerance=int(TAU_TOL * target),
+                                     float_widths=True, halve_overshoot=True)
 
-    target = params(scaling.uniform(DEFAULT_WIDTHS, ratio))
-    if alpha is not None and not any(beta):
-        widths = scaling.ratio_search(alpha, target, params, start=FALLBACK_START,
-                                      step=FALLBACK_STEP, rel_tolerance=FALLBACK_TOL)
-        widths = widths and scaling.bump_small(widths)
-    elif alpha is not None:
-        finish = scaling.bump_small if search else (lambda w: w)
-        if exact:
-            widths = scaling.tau_bisection(alpha, beta, target, params, finish)
-        else:
-            widths = scaling.tau_tolerance(alpha, beta, target, params, tolerance=int(TAU_TOL * target),
-                                           float_widths=True, halve_overshoot=True)
-            widths = widths and finish(widths)
-    elif pruned_widths is not None:
-        widths = scaling.ratio_search(pruned_widths, target, params, start=MORPH_START,
-                                      step=MORPH_STEP, rel_tolerance=MORPH_TOL)
-    else:
-        return scaling.check_widths(scaling.uniform(DEFAULT_WIDTHS, ratio), NAME, ratio, target)
-    if widths is None:
-        scaling.fail(NAME, ratio, target, "the search did not converge")
-    return scaling.check_widths(widths, NAME, ratio, target)
+    return scaling.select_widths(NAME, DEFAULT_WIDTHS, ratio, target, count, alpha=alpha, beta=beta,
+                                 pruned_widths=pruned_widths, search=search, exact=exact,
+                                 tau_search=tau_search, small_width_rules=True)

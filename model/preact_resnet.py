@@ -14,8 +14,6 @@ from utils import scaling
 NAME = "resnet18"
 DEFAULT_WIDTHS = [64, 64, 64, 64, 64, 128, 128, 128, 128, 256, 256, 256, 256, 512, 512, 512, 512]
 TINY_CLASSES = 200  # the authors pick the TinyImageNet strides by the class count
-MORPH_START, MORPH_STEP, MORPH_TOL = 1.2, 5e-5, 0.005
-FALLBACK_START, FALLBACK_STEP, FALLBACK_TOL = 1.2, 0.05, 0.1
 
 
 def block_strides(num_classes):
@@ -105,36 +103,21 @@ def exact_params(widths, num_classes, convcut=False):
 
 def prepare_filters(ratio=None, *, num_classes=10, alpha=None, beta=None, pruned_widths=None,
                     search=False, descent_idx=14, exact=False, convcut=False):
-    """The flat width list; see vgg.prepare_filters. ResNet18 specifics (authors'): the tau search stops
-    within 0.9 % of the budget when descent_idx == 0 (the search itself) and 0.7 % otherwise; widths
-    below 10 get +10 during the search; a beta == 0 fit falls back to a coarse ratio search."""
+    """The flat width list; see vgg.prepare_filters. ResNet18 specifics (authors'): the budget counts
+    the unrounded scaled widths; the tau search stops within 0.9 % of the budget when descent_idx == 0
+    (the search itself) and 0.7 % otherwise; the small-width rules apply."""
     if ratio is None:
         return list(DEFAULT_WIDTHS)
-
-    def params(widths):
-        return exact_params(widths, num_classes, convcut) if exact else formula_params(widths, num_classes)
-
+    count = scaling.counter(formula_params, exact_params, num_classes, exact, convcut)
     if exact:
-        target = exact_params(scaling.uniform(DEFAULT_WIDTHS, ratio), num_classes, convcut)
+        target = count(scaling.uniform(DEFAULT_WIDTHS, ratio))
     else:
         target = formula_params([w * ratio for w in DEFAULT_WIDTHS], num_classes)  # unrounded
-    if alpha is not None and not any(beta):
-        widths = scaling.ratio_search(alpha, target, params, start=FALLBACK_START,
-                                      step=FALLBACK_STEP, rel_tolerance=FALLBACK_TOL)
-        widths = widths and scaling.bump_small(widths)
-    elif alpha is not None:
-        finish = scaling.bump_small if search else (lambda w: w)
-        if exact:
-            widths = scaling.tau_bisection(alpha, beta, target, params, finish)
-        else:
-            tolerance = int((0.009 if descent_idx == 0 else 0.007) * target)
-            widths = scaling.tau_tolerance(alpha, beta, target, params, tolerance=tolerance)
-            widths = widths and finish(widths)
-    elif pruned_widths is not None:
-        widths = scaling.ratio_search(pruned_widths, target, params, start=MORPH_START,
-                                      step=MORPH_STEP, rel_tolerance=MORPH_TOL)
-    else:
-        return scaling.check_widths(scaling.uniform(DEFAULT_WIDTHS, ratio), NAME, ratio, target)
-    if widths is None:
-        scaling.fail(NAME, ratio, target, "the search did not converge")
-    return scaling.check_widths(widths, NAME, ratio, target)
+
+    def tau_search(alpha, beta):
+        tolerance = int((0.009 if descent_idx == 0 else 0.007) * target)
+        return scaling.tau_tolerance(alpha, beta, target, count, tolerance=tolerance)
+
+    return scaling.select_widths(NAME, DEFAULT_WIDTHS, ratio, target, count, alpha=alpha, beta=beta,
+                                 pruned_widths=pruned_widths, search=search, exact=exact,
+                                 tau_search=tau_search, small_width_rules=True)

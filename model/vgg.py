@@ -16,7 +16,6 @@ NAME = "vgg"
 DEFAULT_WIDTHS = [64, 128, 256, 256, 512, 512, 512, 512]
 POOL_AFTER = (0, 1, 3, 5, 7)  # the 'M' positions of template A, by conv index
 TAU_STEPS, TAU_LR = 2000, 50.0  # the authors' fixed-length tau descent
-MORPH_START, MORPH_STEP, MORPH_TOL = 1.2, 5e-5, 0.005
 
 
 class VGG(nn.Module):
@@ -76,30 +75,20 @@ def exact_params(widths, num_classes, convcut=False):
 def prepare_filters(ratio=None, *, num_classes=10, alpha=None, beta=None, pruned_widths=None,
                     search=False, descent_idx=14, exact=False, convcut=False):
     """The flat width list: default (ratio None), NeuralScale (alpha, beta), pruned-uniform
-    (pruned_widths, the --morph baseline) or uniform scaling, in the authors' order of precedence."""
+    (pruned_widths, the --morph baseline) or uniform scaling (utils.scaling.select_widths). VGG
+    specifics (authors'): the budget counts the unrounded scaled widths; the tau search is 2000 fixed
+    steps; no small-width rules (a beta == 0 fit keeps int(alpha) at every ratio)."""
     if ratio is None:
         return list(DEFAULT_WIDTHS)
-    count = exact_params if exact else formula_params
-
-    def params(widths):
-        return count(widths, num_classes)
-
+    count = scaling.counter(formula_params, exact_params, num_classes, exact, convcut)
     if exact:
-        target = exact_params(scaling.uniform(DEFAULT_WIDTHS, ratio), num_classes)
+        target = count(scaling.uniform(DEFAULT_WIDTHS, ratio))
     else:
         target = formula_params([w * ratio for w in DEFAULT_WIDTHS], num_classes)  # unrounded
-    if alpha is not None:
-        if exact and any(beta):
-            widths = scaling.tau_bisection(alpha, beta, target, params, lambda w: w)
-        else:
-            widths = scaling.tau_fixed_steps(alpha, beta, target, params, steps=TAU_STEPS, lr=TAU_LR)
-        if widths is None:
-            scaling.fail(NAME, ratio, target, "the tau search diverged")
-    elif pruned_widths is not None:
-        widths = scaling.ratio_search(pruned_widths, target, params, start=MORPH_START,
-                                      step=MORPH_STEP, rel_tolerance=MORPH_TOL)
-        if widths is None:
-            scaling.fail(NAME, ratio, target, "the rescaling of the pruned widths did not converge")
-    else:
-        widths = scaling.uniform(DEFAULT_WIDTHS, ratio)
-    return scaling.check_widths(widths, NAME, ratio, target)
+
+    def tau_search(alpha, beta):
+        return scaling.tau_fixed_steps(alpha, beta, target, count, steps=TAU_STEPS, lr=TAU_LR)
+
+    return scaling.select_widths(NAME, DEFAULT_WIDTHS, ratio, target, count, alpha=alpha, beta=beta,
+                                 pruned_widths=pruned_widths, search=search, exact=exact,
+                                 tau_search=tau_search, small_width_rules=False)

@@ -1,9 +1,11 @@
 """Shared test helpers: the repository root, the authors' reference data, running scripts."""
+import gzip
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,3 +39,23 @@ def assert_one_line_error(proc):
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def write_idx(path, array):
+    """An IDX file (uint8) as Fashion-MNIST ships it; gzipped when the name ends in .gz."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with (gzip.open if path.endswith(".gz") else open)(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_fashion_mnist(folder, n_train=20, n_test=9, gz=True):
+    """The four Fashion-MNIST IDX files with random images and cycling labels; returns the arrays."""
+    rng = np.random.default_rng(2)
+    os.makedirs(folder, exist_ok=True)
+    arrays = {"train-images-idx3-ubyte": rng.integers(1, 256, (n_train, 28, 28)),
+              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
+              "t10k-images-idx3-ubyte": rng.integers(1, 256, (n_test, 28, 28)),
+              "t10k-labels-idx1-ubyte": (np.arange(n_test) * 3) % 10}
+    for name, array in arrays.items():
+        write_idx(os.path.join(folder, name + (".gz" if gz else "")), array)
+    return arrays

@@ -10,6 +10,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
+from conftest import write_fashion_mnist, write_idx
 from utils import data as D
 from utils.cli import UserError
 
@@ -56,22 +57,6 @@ def write_cifar(data_dir, dataset, n_train=24, n_test=10, bytes_keys=True):
     return out
 
 
-def write_idx(path, array):
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    with (gzip.open if path.endswith(".gz") else open)(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-
-
-def write_fashion_mnist(folder, n_train=20, n_test=9, gz=True):
-    rng = np.random.default_rng(2)
-    os.makedirs(folder, exist_ok=True)
-    arrays = {"train-images-idx3-ubyte": rng.integers(1, 256, (n_train, 28, 28)),
-              "train-labels-idx1-ubyte": np.arange(n_train) % 10,
-              "t10k-images-idx3-ubyte": rng.integers(1, 256, (n_test, 28, 28)),
-              "t10k-labels-idx1-ubyte": (np.arange(n_test) * 3) % 10}
-    for name, array in arrays.items():
-        write_idx(os.path.join(folder, name + (".gz" if gz else "")), array)
-    return arrays
 
 
 def all_batches(loader, epoch=0):

@@ -62,7 +62,7 @@ def test_unknown_schedule():
 
 
 @pytest.mark.parametrize("epochs,expected", [
-    (6, [0.1, 0.01, 0.01, 0.001, 1e-4, 1e-4]),          # decays at round(6 * 100/300) = 2, 4, 5
+    (6, [0.1, 0.1, 0.01, 0.01, 0.001, 1e-4]),  # 2 of 6 epochs at 0.1, as 99 of 300 in the paper
     (300, None),                                          # scaling to 300 epochs is the paper's schedule
 ])
 def test_cifar_schedule_scaled_to_a_short_run(epochs, expected):
@@ -73,5 +73,7 @@ def test_cifar_schedule_scaled_to_a_short_run(epochs, expected):
 
 
 def test_tiny_schedule_scaled_to_a_short_run():
-    assert [lr_for_epoch("tiny", e, 0.1, scale_to=15) for e in (4, 5, 10, 15)] == \
-        pytest.approx([0.1, 0.01, 0.001, 1e-4])
+    assert [lr_for_epoch("tiny", e, 0.1, scale_to=15) for e in (5, 6, 10, 11, 15)] == \
+        pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001])
+    paper = [lr_for_epoch("tiny", e, 0.1) for e in range(1, 151)]
+    assert [lr_for_epoch("tiny", e, 0.1, scale_to=150) for e in range(1, 151)] == pytest.approx(paper)

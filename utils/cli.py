@@ -22,6 +22,9 @@ def run_main(main):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # `script | head` closed the pipe: stop quietly, as other shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -42,7 +45,7 @@ def default_device():
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def add_common_args(parser, **_unused):
+def add_common_args(parser):
     """The flags every script takes (SPEC, "Script contract"), whether or not it needs each one."""
     parser.add_argument("--data_dir", default="./data", help="where the data sets live")
     parser.add_argument("--download", choices=("auto", "never"), default="auto",
@@ -78,8 +81,16 @@ def check_pair(model, dataset, datasets):
                         "use resnet18 or mobilenetv2 for tinyimagenet")
 
 
-def writable_dir(path):
-    """Create `path` if needed and prove we can write there, before any work starts."""
+def writable_dir(path, create=True):
+    """Create `path` if needed and prove we can write there, before any work starts. With create=False
+    nothing is created: the folder, or its nearest existing parent, must be a writable folder."""
+    if not create:
+        parent = os.path.abspath(path)
+        while not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write to {path}: {parent} is not a writable folder")
+        return path
     try:
         os.makedirs(path, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write_test_"):

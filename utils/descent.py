@@ -180,12 +180,24 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
         f"or a larger --prune_per_step")
 
 
+def _same_fits(record, fits, num_layers):
+    """A finished search run again leaves its record untouched (no rewrite, same mtime)."""
+    if not os.path.exists(record):
+        return False
+    try:
+        old = io.load_fits(record, num_layers)
+    except UserError:
+        return False
+    return len(old) == len(fits) and all(np.array_equal(a, b) and np.array_equal(c, d)
+                                         for (a, c), (b, d) in zip(old, fits))
+
+
 def run_search(args, *, datasets, schedule, log):
     """The whole search; `log` prints one line."""
     args = _settings(args)
     check_pair(args.model, args.dataset, datasets)
     device = resolve_device(args.device)
-    writable_dir(args.record_dir)
+    writable_dir(args.record_dir, create=False)  # created once the data has loaded
     num_classes = data.NUM_CLASSES[args.dataset]
     num_layers = len(get_spec(args.model).DEFAULT_WIDTHS)
 
@@ -201,6 +213,7 @@ def run_search(args, *, datasets, schedule, log):
         loader, _ = data.get_loaders(args.dataset, args.data_dir, recipe="search", batch_size=args.batch_size,
                                      device=device, loader=args.loader, subset=args.subset, seed=args.seed,
                                      download=args.download, same_norm=args.same_norm, need_test=False)
+    writable_dir(args.record_dir)
     for k in range(k, args.iterations):
         widths = _search_widths(args, k, num_classes, fits[-1] if fits else None)
         rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log)
@@ -212,8 +225,11 @@ def run_search(args, *, datasets, schedule, log):
         fits.append((alpha, beta))
 
     record = io.record_pk_path(args.record_dir, args.save)
-    io.save_fits(record, fits)
-    log(f"wrote {record} ({len(fits)} iterations)")
+    if _same_fits(record, fits, num_layers):
+        log(f"{record} is up to date ({len(fits)} iterations)")
+    else:
+        io.save_fits(record, fits)
+        log(f"wrote {record} ({len(fits)} iterations)")
     if args.morph:
         last = io.read_prune_csv(io.record_csv_path(args.record_dir, args.save, 0), num_layers)[-1]
         log(f"50 %-pruned widths; paste this line into PRUNED_FILTERS at the top of ratio_swipe.py "

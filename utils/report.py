@@ -10,6 +10,7 @@ trainable parameters of the built network, gates excluded; latency follows the p
 Nothing is ever invented: a missing seed lowers `n_seeds`, a ratio with no files has no accuracy.
 """
 import dataclasses
+import json
 import math
 import os
 
@@ -17,7 +18,7 @@ import numpy as np
 
 from model import MODELS
 from utils import io
-from utils.cli import UserError, writable_dir
+from utils.cli import UserError, add_common_args, resolve_device, writable_dir
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import built_params, count_params
 
@@ -440,3 +441,50 @@ def plot_growth(panels, heading=""):
             fig.suptitle(heading, fontsize=10)
         fig.tight_layout()
     return fig
+
+
+# -- the scripts' shared flags and output --------------------------------------------------------------
+
+def add_output_args(parser):
+    """--ratios, --seeds, --json, --no_latency, --no_figs and the common flags."""
+    parser.add_argument("--ratios", type=float, nargs="+",
+                        help="default: 0.25..2.0 by 0.25 (CIFAR-like), 0.25..1.0 (tinyimagenet); "
+                             "the paper's tables show 0.25 0.75 2 / 0.25 0.75")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
+    parser.add_argument("--json", action="store_true", help="one JSON object per method and ratio")
+    parser.add_argument("--no_latency", action="store_true", help="do not measure latency")
+    parser.add_argument("--no_figs", action="store_true", help="do not write figures")
+    add_common_args(parser)
+
+
+def checked_ratios(args, dataset):
+    ratios = args.ratios or default_ratios(dataset)
+    if any(r <= 0 for r in ratios):
+        raise UserError(f"--ratios must be positive, got {ratios}")
+    if any(s < 0 for s in args.seeds):
+        raise UserError(f"--seeds must be non-negative, got {args.seeds}")
+    return ratios
+
+
+def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(), kind="acc"):
+    """Gather the rows, print the table (or --json), write the figures; the rows are returned."""
+    device = None if args.no_latency else resolve_device(args.device)
+    if not any_results(methods, args.plots_dir, model, ratios, args.seeds):
+        raise UserError(f"no result files for {model} on {dataset} under {args.plots_dir}/{model}/ "
+                        f"(names like {methods[0].name}_0_{io.ratio_tag(ratios[0])}.pk)")
+    if not args.no_figs:
+        writable_dir(args.figs_dir)  # before the long part, after the inputs are known to be good
+    rows = gather(methods, model=model, dataset=dataset, plots_dir=args.plots_dir, ratios=ratios,
+                  seeds=args.seeds, device=device, log=log)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row.to_json()))
+    else:
+        notes = table_notes(rows, methods, str(device) if device else None) + list(extra_notes)
+        print(format_table(rows, heading, notes, {m.key for m in methods if m.note}))
+    if not args.no_figs:
+        for _, paths in accuracy_figures(rows, figs_dir=args.figs_dir, model=model, dataset=dataset,
+                                         kind=kind).values():
+            for path in paths:
+                log(f"wrote {path}")
+    return rows

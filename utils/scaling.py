@@ -15,6 +15,8 @@ import numpy as np
 from utils.cli import UserError
 
 MAX_SEARCH_STEPS = 1_000_000  # the authors' loops converge in at most ~60k steps on their data
+MORPH = {"start": 1.2, "step": 5e-5, "rel_tolerance": 0.005}  # --morph: rescale the pruned widths
+FALLBACK = {"start": 1.2, "step": 0.05, "rel_tolerance": 0.1}  # beta == 0 fit (ResNet18, MobileNetV2)
 
 
 class BudgetError(UserError):
@@ -109,6 +111,39 @@ def ratio_search(base, target, count, *, start, step, rel_tolerance):
         if r <= 0 or turns > 4:
             return None  # no positive r, or bouncing between two neighbours that both miss
     return None
+
+
+def counter(formula_params, exact_params, num_classes, exact, convcut):
+    """widths -> parameters: the authors' formula, or (exact=True) the built network's count."""
+    if exact:
+        return lambda widths: exact_params(widths, num_classes, convcut)
+    return lambda widths: formula_params(widths, num_classes)
+
+
+def select_widths(model, template, ratio, target, count, *, alpha, beta, pruned_widths, search, exact,
+                  tau_search, small_width_rules):
+    """The authors' order of precedence: NeuralScale (alpha, beta), then pruned-uniform (--morph),
+    then uniform scaling. `tau_search(alpha, beta)` is the model's own descent on tau.
+
+    small_width_rules (ResNet18, MobileNetV2): a beta == 0 fit falls back to a coarse ratio walk with
+    +10 on widths below 10, and the +10 rule also applies during the search (search=True).
+    """
+    finish = bump_small if search and small_width_rules else (lambda w: w)
+    if alpha is not None and small_width_rules and not any(beta):
+        widths = ratio_search(alpha, target, count, **FALLBACK)
+        widths = widths and bump_small(widths)
+    elif alpha is not None and exact and any(beta):
+        widths = tau_bisection(alpha, beta, target, count, finish)
+    elif alpha is not None:
+        widths = tau_search(alpha, beta)
+        widths = widths and finish(widths)
+    elif pruned_widths is not None:
+        widths = ratio_search(pruned_widths, target, count, **MORPH)
+    else:
+        widths = uniform(template, ratio)
+    if widths is None:
+        fail(model, ratio, target, "the search did not converge")
+    return check_widths(widths, model, ratio, target)
 
 
 def tau_bisection(alpha, beta, target, count, finish, *, rel_tolerance=0.005):

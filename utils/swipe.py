@@ -25,7 +25,7 @@ from utils import io
 from utils.cli import UserError, add_common_args, check_pair, make_parser, resolve_device, writable_dir
 from utils.data import IMAGE_SIZE, NUM_CLASSES, get_loaders
 from utils.latency import measure_latency
-from utils.params import actual_params
+from utils.params import actual_params, count_params
 from utils.train import (evaluate, load_checkpoint, lr_for_epoch, make_optimizer, prepare_model, set_lr,
                          set_seed, train_epoch)
 
@@ -185,8 +185,25 @@ def plan_widths(args, method, ratios, num_classes, pruned_filters):
         if io.ratio_tag(ratio) in seen:
             continue
         seen.add(io.ratio_tag(ratio))
-        plans.append((float(ratio), [int(w) for w in spec.prepare_filters(ratio, **kwargs)]))
+        widths = [int(w) for w in spec.prepare_filters(ratio, **kwargs)]
+        if method in ("neuralscale", "morph"):
+            flat_fit = method == "neuralscale" and not np.any(kwargs["beta"])
+            warn_off_budget(args.model, ratio, widths, num_classes, spec, method, flat_fit)
+        plans.append((float(ratio), widths))
     return plans, info
+
+
+def warn_off_budget(model_name, ratio, widths, num_classes, spec, method, flat_fit):
+    """The authors' searches can miss the budget silently; the one known case is a fit from a record
+    with fewer than 6 rows (beta == 0), whose VGG widths stay int(alpha) at every ratio (kept quirk).
+    Say so rather than train a network of another size under this ratio's name."""
+    got = count_params(model_name, widths, num_classes, exact=True)
+    budget = count_params(model_name, spec.prepare_filters(ratio, num_classes=num_classes), num_classes,
+                          exact=True)
+    if abs(got - budget) > 0.1 * budget:
+        hint = " (a beta == 0 fit: the search record has fewer than 6 rows)" if flat_fit else ""
+        log(f"warning: {model_name} {method} at ratio {ratio:g} has {got:,} parameters, "
+            f"{got / budget:.0%} of the uniform network's {budget:,}{hint}")
 
 
 # -- one training run ---------------------------------------------------------------------------------

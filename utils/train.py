@@ -64,16 +64,17 @@ def lr_for_epoch(schedule, epoch, base_lr=0.1, warmup=10, scale_to=None):
             `epoch == W` cannot fire) and base is divided by 1.5 every 10 epochs.
     tiny_search: as search, but the 1.5 divisions fire at multiples of 10 with exponent (e - W) // 10.
     constant: base (fine-tuning).
-    scale_to: (opt-in, for short runs) put the cifar/tiny decays at the same fractions of a run of
-            `scale_to` epochs instead of at the paper's fixed epochs.
+    scale_to: (opt-in, for short runs) run each LR of the cifar/tiny schedule for the same fraction
+            of `scale_to` epochs as the paper does of 300/150 (a decay at epoch m moves to
+            round((m - 1) * scale_to / 300) + 1; scale_to = 300 is the paper's schedule).
     """
     if schedule == "cifar":
-        milestones = CIFAR_MILESTONES if scale_to is None else \
-            [round(m * scale_to / CIFAR_EPOCHS) for m in CIFAR_MILESTONES]
-        return base_lr * 0.1 ** sum(epoch >= m for m in milestones)
+        return base_lr * 0.1 ** sum(epoch >= m for m in _scaled(CIFAR_MILESTONES, CIFAR_EPOCHS, scale_to))
     if schedule == "tiny":
-        step = TINY_STEP if scale_to is None else max(1, round(TINY_STEP * scale_to / TINY_EPOCHS))
-        return base_lr * 0.1 ** (epoch // step)
+        if scale_to is None:
+            return base_lr * 0.1 ** (epoch // TINY_STEP)
+        milestones = _scaled(range(TINY_STEP, TINY_EPOCHS + 1, TINY_STEP), TINY_EPOCHS, scale_to)
+        return base_lr * 0.1 ** sum(epoch >= m for m in milestones)
     if schedule == "constant":
         return base_lr
     if schedule not in ("search", "tiny_search"):
@@ -108,6 +109,12 @@ def input_format(model):
         if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
             return torch.channels_last
     return torch.contiguous_format
+
+
+def _scaled(milestones, paper_epochs, scale_to):
+    if scale_to is None:
+        return milestones
+    return [round((m - 1) * scale_to / paper_epochs) + 1 for m in milestones]
 
 
 def autocast(device, amp):
