@@ -18,6 +18,7 @@ DEMO_WARMUP ?= 3             # pre-training epochs before pruning     [10]
 DEMO_SEARCH_BATCH ?= 64      # search minibatch                       [256]
 DEMO_PRUNE_EVERY ?= 4        # minibatches per pruning step           [50]
 DEMO_PRUNE_PER_STEP ?= 20    # units pruned per step                  [10]
+DEMO_BATCH ?= 64             # training minibatch                      [128]
 DEMO_EPOCHS ?= 6             # training epochs per ratio, LR decays at the paper's fractions  [300]
 DEMO_RATIOS ?= 0.125 0.25    # width ratios                           [0.25 .. 2.0]
 DEMO_SEEDS ?= 0 1 2          # seeds per method                       [0 1 2 3 4]
@@ -28,7 +29,7 @@ DEMO_DIRS = --data_dir $(DATA_DIR) --record_dir $(DEMO_DIR)/prune_record \
 DEMO_DATA = --model vgg --dataset FashionMNIST --subset $(DEMO_SUBSET) $(DEMO_DIRS)
 DEMO_SEARCH = $(DEMO_DATA) --search_ratio $(DEMO_SEARCH_RATIO) --warmup $(DEMO_WARMUP) \
 	--batch-size $(DEMO_SEARCH_BATCH) --prune_every $(DEMO_PRUNE_EVERY) --prune_per_step $(DEMO_PRUNE_PER_STEP)
-DEMO_SWIPE = $(DEMO_DATA) --test_subset $(DEMO_TEST_SUBSET) --epochs $(DEMO_EPOCHS) --scale_schedule \
+DEMO_SWIPE = $(DEMO_DATA) --test_subset $(DEMO_TEST_SUBSET) --batch-size $(DEMO_BATCH) --epochs $(DEMO_EPOCHS) --scale_schedule \
 	--ratios $(DEMO_RATIOS)
 
 .PHONY: demo test
