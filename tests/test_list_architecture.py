@@ -1,12 +1,14 @@
 """list_architecture.py end to end, and the bad inputs it must refuse."""
 import json
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, run_script
+from conftest import REPO, assert_one_line_error, run_script
 from model import build_model
 from utils import io
 from utils.params import actual_params
@@ -93,3 +95,15 @@ def test_bad_input(case, tmp_path):
                "pair": "CIFAR-only", "budget": "no configuration meets the budget",
                "unwritable_figs": "cannot write"}[case]
     assert message in proc.stderr
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """`list_architecture.py | head -1`: the reader leaves early; no traceback, the shell's status 141."""
+    io.save_fits(tmp_path / "run.pk", [(np.array([30.0, 20, 40, 25, 35, 30, 20, 25]) / 1e5 ** 0.3, np.full(8, 0.3))])
+    proc = subprocess.Popen([sys.executable, "list_architecture.py", "--model", "vgg", "--prune_fname", "run",
+                             "--record_dir", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before the script has printed anything
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "Exception ignored" not in err, err

@@ -153,6 +153,25 @@ def test_plan_widths_morph_sources(tmp_path):
     assert info["prune_fname"] == "PRUNED_FILTERS"
 
 
+def test_plan_widths_warns_when_a_flat_fit_misses_the_budget(tmp_path, capsys):
+    """The authors' fallback fit (beta == 0, from a record of fewer than 6 rows) keeps VGG at int(alpha)
+    at every ratio: kept, but said."""
+    flat = np.array([15.0, 29, 52, 56, 92, 90, 75, 79])
+    io.save_fits(tmp_path / "flat.pk", [(flat, np.zeros(8))])
+    args = namespace(prune_fname="flat", descent_idx=0, record_dir=str(tmp_path), dataset="CIFAR10")
+    plans, _ = swipe.plan_widths(args, "neuralscale", [0.25], 10, {})
+    assert plans[0][1] == [15, 29, 52, 56, 92, 90, 75, 79]
+    out = capsys.readouterr().out
+    got = actual_params(build_model("vgg", plans[0][1], 10))
+    budget = actual_params(build_model("vgg", [16, 32, 64, 64, 128, 128, 128, 128], 10))
+    assert (got, budget) == (281_327, 579_786)
+    assert f"warning: vgg neuralscale at ratio 0.25 has {got:,} parameters, 49% of the uniform network's " \
+           f"{budget:,} (a beta == 0 fit" in out
+    swipe.plan_widths(namespace(morph=True, dataset="CIFAR10"), "morph", [0.25], 10,
+                      {("vgg", "CIFAR10"): [64, 128, 249, 253, 268, 175, 87, 152]})
+    assert "warning" not in capsys.readouterr().out  # on budget: silent
+
+
 def test_plan_widths_convcut_and_uniform():
     plans, _ = swipe.plan_widths(namespace(model="resnet18", convcut=True), "convcut", [0.5], 10, {})
     assert plans[0][1] == [int(w * 0.5) for w in MODELS["resnet18"].DEFAULT_WIDTHS]

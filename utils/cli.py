@@ -16,6 +16,7 @@ def run_main(main):
     """Run a script's main(); a UserError becomes `error: ...` on stderr and exit status 2."""
     try:
         main()
+        sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's exit
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
