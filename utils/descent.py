@@ -12,8 +12,10 @@ and a resumed search writes the same files as an uninterrupted one.
 """
 import argparse
 import os
+import sys
 
 import numpy as np
+from tqdm import tqdm
 
 from model import build_model, gates_of, get_spec
 from utils import data, io, train
@@ -180,6 +182,12 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
         f"or a larger --prune_per_step")
 
 
+def log(line):
+    """One progress line, written above any live tqdm bar."""
+    tqdm.write(line)
+    sys.stdout.flush()
+
+
 def _same_fits(record, fits, num_layers):
     """A finished search run again leaves its record untouched (no rewrite, same mtime)."""
     if not os.path.exists(record):
@@ -192,7 +200,7 @@ def _same_fits(record, fits, num_layers):
                                          for (a, c), (b, d) in zip(old, fits))
 
 
-def run_search(args, *, datasets, schedule, log):
+def run_search(args, *, datasets, schedule, log=log):
     """The whole search; `log` prints one line."""
     args = _settings(args)
     check_pair(args.model, args.dataset, datasets)
