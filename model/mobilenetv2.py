@@ -4,12 +4,16 @@
 the final 1x1 conv (1280). Unlike the standard network, every block keeps a residual: a conv+BN
 shortcut appears wherever the stride is not 1 or the widths differ (always with convcut), and the gate
 sits after the addition. The expansion width is the block's actual input width times t (not searched).
+A block registers residual, gate, shortcut, in the authors' order: module-order walks (the one-shot
+pruners' source layers, utils/oneshot.py) depend on it. Initialisation is PyTorch's default except the
+BatchNorm weights: U(0, 1) by default, as under the authors' PyTorch 1.0.1 (model/bn_init.py).
 """
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
+from model.bn_init import init_batchnorm
 from model.gate import gate_or_identity
 from utils import scaling
 
@@ -46,10 +50,10 @@ class LinearBottleNeck(nn.Module):
             nn.Conv2d(in_ch, mid, 1), nn.BatchNorm2d(mid), nn.ReLU6(inplace=True),
             nn.Conv2d(mid, mid, 3, stride, 1, groups=mid), nn.BatchNorm2d(mid), nn.ReLU6(inplace=True),
             nn.Conv2d(mid, out_ch, 1), nn.BatchNorm2d(out_ch))
+        self.gate = gate_or_identity(out_ch, gates)  # registered before the shortcut, as the authors'
         has_conv = stride != 1 or in_ch != out_ch or convcut
         self.shortcut = (nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride), nn.BatchNorm2d(out_ch))
                          if has_conv else None)
-        self.gate = gate_or_identity(out_ch, gates)
 
     def forward(self, x):
         shortcut = self.shortcut(x) if self.shortcut is not None else x
@@ -57,9 +61,10 @@ class LinearBottleNeck(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    def __init__(self, widths, num_classes=100, gates=False, convcut=False):
+    def __init__(self, widths, num_classes=100, gates=False, convcut=False, bn_init="uniform"):
         super().__init__()
         self.widths, self.num_classes, self.gates, self.convcut = list(widths), num_classes, gates, convcut
+        self.bn_init = bn_init
         w = self.widths
         self.pre = conv_bn_gate(nn.Conv2d(3, w[0], 3, padding=1), gates)
         blocks, c_in = [], w[0]
@@ -69,6 +74,7 @@ class MobileNetV2(nn.Module):
         self.stages = nn.Sequential(*blocks)
         self.conv1 = conv_bn_gate(nn.Conv2d(w[17], w[18], 1), gates)
         self.conv2 = nn.Conv2d(w[18], num_classes, 1)  # the classifier
+        init_batchnorm(self, bn_init)
 
     def forward(self, x):
         x = self.conv1(self.stages(self.pre(x)))  # (B, w18, 2, 2)
@@ -76,8 +82,8 @@ class MobileNetV2(nn.Module):
         return torch.flatten(x, 1)
 
 
-def build(widths, num_classes=100, gates=False, convcut=False):
-    return MobileNetV2(widths, num_classes, gates, convcut)
+def build(widths, num_classes=100, gates=False, convcut=False, bn_init="uniform"):
+    return MobileNetV2(widths, num_classes, gates, convcut, bn_init)
 
 
 def formula_params(widths, num_classes):

@@ -3,11 +3,13 @@
 17 searched widths: the stem conv, then (conv1, conv2) of each of the 8 blocks; block b reads width
 2b (the stem or the previous block's conv2) and writes 2b+1, 2b+2. A 1x1 shortcut conv (no BN) appears
 whenever a block's stride is not 1 or its input and output widths differ (always with convcut).
+BatchNorm weights start from U(0, 1) by default, as under the authors' PyTorch 1.0.1 (model/bn_init.py).
 """
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from model.bn_init import init_batchnorm
 from model.gate import gate_or_identity
 from utils import scaling
 
@@ -45,9 +47,10 @@ class PreActBlock(nn.Module):
 
 
 class PreActResNet18(nn.Module):
-    def __init__(self, widths, num_classes=10, gates=False, convcut=False):
+    def __init__(self, widths, num_classes=10, gates=False, convcut=False, bn_init="uniform"):
         super().__init__()
         self.widths, self.num_classes, self.gates, self.convcut = list(widths), num_classes, gates, convcut
+        self.bn_init = bn_init
         w = self.widths
         self.conv1 = nn.Conv2d(3, w[0], 3, 1, 1, bias=False)  # pre-activation: no BN right after it
         strides = block_strides(num_classes)
@@ -61,9 +64,7 @@ class PreActResNet18(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_batchnorm(self, bn_init)  # the authors set only the bias; the weight kept the library's
 
     def forward(self, x):
         out = self.layer4(self.layer3(self.layer2(self.layer1(self.conv1(x)))))  # (B, w16, 4, 4)
@@ -72,8 +73,8 @@ class PreActResNet18(nn.Module):
         return self.linear(torch.flatten(out, 1))
 
 
-def build(widths, num_classes=10, gates=False, convcut=False):
-    return PreActResNet18(widths, num_classes, gates, convcut)
+def build(widths, num_classes=10, gates=False, convcut=False, bn_init="uniform"):
+    return PreActResNet18(widths, num_classes, gates, convcut, bn_init)
 
 
 def formula_params(widths, num_classes):

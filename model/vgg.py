@@ -19,6 +19,8 @@ TAU_STEPS, TAU_LR = 2000, 50.0  # the authors' fixed-length tau descent
 
 
 class VGG(nn.Module):
+    bn_init = "half"  # the authors' explicit BN weight 0.5; --bn_init does not apply
+
     def __init__(self, widths, num_classes=10, gates=False, convcut=False):
         super().__init__()
         if convcut:
@@ -55,7 +57,8 @@ class VGG(nn.Module):
         return self.classifier(torch.flatten(x, 1))
 
 
-def build(widths, num_classes=10, gates=False, convcut=False):
+def build(widths, num_classes=10, gates=False, convcut=False, bn_init=None):
+    """bn_init is accepted for a uniform interface and ignored: the authors set VGG's BN weights to 0.5."""
     return VGG(widths, num_classes, gates, convcut)
 
 

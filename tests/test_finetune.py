@@ -92,9 +92,63 @@ def test_gate_sources_follow_the_authors_walk():
     mnet = build_model("mobilenetv2", MODELS["mobilenetv2"].DEFAULT_WIDTHS, 100, gates=True)
     sources = oneshot.gate_sources(mnet)
     assert sources[0].conv is mnet.pre[0] and sources[18].conv is mnet.conv1[0]
-    for j, block in enumerate(mnet.stages, start=1):
-        expected = block.shortcut[0] if block.shortcut is not None else block.residual[6]
-        assert sources[j].conv is expected
+    for j, block in enumerate(mnet.stages, start=1):  # the residual projection, shortcut conv or not
+        assert sources[j].conv is block.residual[6] and sources[j].bn is block.residual[7]
+
+
+# The blocks of the default MobileNetV2 whose shortcut is a 1x1 conv + BN (ORIGINAL_BEHAVIOUR 2.3:
+# stage1, and the first block of stages 2-7); with convcut every block has one.
+MBV2_CONV_SHORTCUTS = {0, 1, 3, 6, 10, 13, 16}
+MBV2_STAGE_BLOCKS = (1, 2, 3, 4, 3, 3, 1)
+
+
+def authors_mobilenetv2_walk(convcut):
+    """The authors' MobileNetV2 written out on paper in their registration order (ORIGINAL_BEHAVIOUR
+    2.3 and 5.5), with our module names: the stem conv, bn, gate, relu; per block the residual branch
+    (1x1 conv, bn, relu, 3x3 depthwise conv, bn, relu, 1x1 projection conv, bn), then gate_residual,
+    then the shortcut's conv and bn where it has one; the head conv, bn, gate, relu; the classifier.
+    Their walk: slimming reads the module right before each gate, L1 the last conv before that one.
+    Returns [(bn name, conv name)] per gate, in gate order."""
+    order = [("pre.conv", "conv"), ("pre.bn", "bn"), ("pre.gate", "gate"), ("pre.relu", "relu")]
+    for j in range(sum(MBV2_STAGE_BLOCKS)):
+        r = f"stages.{j}.residual."
+        order += [(r + "0", "conv"), (r + "1", "bn"), (r + "2", "relu"), (r + "3", "conv"), (r + "4", "bn"),
+                  (r + "5", "relu"), (r + "6", "conv"), (r + "7", "bn"), (f"stages.{j}.gate", "gate")]
+        if convcut or j in MBV2_CONV_SHORTCUTS:
+            order += [(f"stages.{j}.shortcut.0", "conv"), (f"stages.{j}.shortcut.1", "bn")]
+    order += [("conv1.conv", "conv"), ("conv1.bn", "bn"), ("conv1.gate", "gate"), ("conv1.relu", "relu"),
+              ("conv2", "conv")]
+    table = []
+    for i, (_, kind) in enumerate(order):
+        if kind == "gate":
+            conv = next(name for name, k in reversed(order[:i - 1]) if k == "conv")
+            table.append((order[i - 1][0], conv))
+    return table
+
+
+@pytest.mark.parametrize("convcut", [False, True])
+def test_mobilenetv2_gates_rank_by_the_residual_projection_as_the_authors_walk(convcut):
+    """All 19 gates: the source of slimming (BN) and of L1 (conv) is what the authors' walk over their
+    module order gives: for every block the residual projection and its BN, never the shortcut's."""
+    expected = authors_mobilenetv2_walk(convcut)
+    assert len(expected) == 19
+    assert expected[0] == ("pre.bn", "pre.conv") and expected[18] == ("conv1.bn", "conv1.conv")
+    assert all(pair == (f"stages.{j}.residual.7", f"stages.{j}.residual.6")
+               for j, pair in enumerate(expected[1:18]))
+    net = build_model("mobilenetv2", MODELS["mobilenetv2"].DEFAULT_WIDTHS, 100, gates=True, convcut=convcut)
+    with_conv = {j for j, b in enumerate(net.stages) if b.shortcut is not None}
+    assert with_conv == (set(range(17)) if convcut else MBV2_CONV_SHORTCUTS)
+    names = {id(m): n for n, m in net.named_modules()}
+    got = [(names[id(s.bn)], names[id(s.conv)]) for s in oneshot.gate_sources(net)]
+    assert got == expected
+
+    # L1 masking zeroes residual projection filters and leaves every shortcut conv untouched.
+    shortcuts = {j: net.stages[j].shortcut[0].weight.clone() for j in with_conv}
+    oneshot.prune(net, "l1", lambda w: count_params("mobilenetv2", w, 100), 0.75)
+    for j in with_conv:
+        assert torch.equal(net.stages[j].shortcut[0].weight, shortcuts[j])
+        dead = net.stages[j].gate.weight == 0
+        assert dead.any() and net.stages[j].residual[6].weight[dead].abs().sum() == 0
 
 
 @pytest.mark.parametrize("name,num_classes", [("vgg", 100), ("resnet18", 100), ("resnet18", 200),

@@ -3,11 +3,13 @@
 Each gate's units are ranked by a criterion read from the layers that feed it:
 * "l1" (Li et al., the default): the L1 norm of each filter of the last Conv2d registered before the
   module that precedes the gate (the authors' rule). For VGG and MobileNetV2 that is the conv whose
-  BatchNorm the gate follows (for a MobileNetV2 block with a conv shortcut, the shortcut's 1x1 conv,
-  registered after the residual branch). For a ResNet block input (gate1 of block b+1) it is the 1x1
-  shortcut conv of block b when block b has one, else block b's conv2; gate2 reads conv1; the first
+  BatchNorm the gate follows: for every MobileNetV2 block gate, the residual branch's 1x1 projection,
+  never the shortcut's conv, because the authors' block registers residual, gate, shortcut (and so
+  does ours; the walk depends on that order). For a ResNet block input (gate1 of block b+1) it is the
+  1x1 shortcut conv of block b when block b has one, else block b's conv2; gate2 reads conv1; the first
   block reads the stem; gate_out reads the last block's conv2.
-* "slim" (network slimming): |gamma| of the BatchNorm right before the gate.
+* "slim" (network slimming): |gamma| of the BatchNorm right before the gate (for a MobileNetV2 block,
+  the residual branch's last BatchNorm).
 
 The budget keeps the authors' rule with the right model's counter and class count (they always used
 the VGG formula with K = 10): target = formula(widths x size) on unrounded floats; L1 walks
