@@ -114,8 +114,8 @@ class Stream:
 
 
 class Pipeline:
-    def __init__(self, name, loader, model, amp, device, lr=0.1):
-        self.name, self.loader, self.model, self.amp, self.device = name, loader, model, amp, device
+    def __init__(self, name, loader, model, precision, device, lr=0.1):
+        self.name, self.loader, self.model, self.precision, self.device = name, loader, model, precision, device
         self.optimizer = train.make_optimizer(model, lr)
         self.stream = Stream(loader)
 
@@ -126,7 +126,7 @@ class Pipeline:
         synchronize(self.device)
         t0 = time.perf_counter()
         train.train_epoch(self.model, self.stream.take(steps), 0, self.optimizer, self.device,
-                          after_step=after_step, amp=self.amp)
+                          after_step=after_step, precision=self.precision)
         return time.perf_counter() - t0
 
     def load_only(self, steps):
@@ -184,9 +184,11 @@ def make_pipelines(model_name, widths, *, batch_size, recipe, gates, device, num
         model = build_model(model_name, widths, num_classes, gates=gates)
         model.load_state_dict(base.state_dict())
         if loader_kind == "fast":
-            pipes.append(Pipeline(name, loader, train.prepare_model(model, device), device.type == "cuda", device))
+            # bf16 on CUDA only: on the CPU "ours" is the fast loader alone
+            precision = "bf16" if device.type == "cuda" else "fp32"
+            pipes.append(Pipeline(name, loader, train.prepare_model(model, device), precision, device))
         else:
-            pipes.append(Pipeline(name, loader, model.to(device), False, device))
+            pipes.append(Pipeline(name, loader, model.to(device), "fp32", device))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the authors' scripts set it too (ORIGINAL_BEHAVIOUR 1)
     return pipes
@@ -202,7 +204,7 @@ def describe(pipe):
     loader = f"torchvision loader ({pipe.loader.workers} worker)" if isinstance(pipe.loader, TorchvisionLoader) \
         else "fast loader (uint8 on device)"
     layout = "channels_last" if train.input_format(pipe.model) == torch.channels_last else "NCHW"
-    return f"{loader}, {'bf16 autocast' if pipe.amp else 'fp32'}, {layout}"
+    return f"{loader}, {'bf16 autocast' if pipe.precision == 'bf16' else 'fp32'}, {layout}"
 
 
 def throughput(args, device, settings):
@@ -269,7 +271,8 @@ def real_iteration(pipe, log_line):
     for epoch in range(1, SEARCH["max_epochs"] + 1):
         train.set_lr(pipe.optimizer, train.lr_for_epoch("search", epoch, SEARCH["lr"], SEARCH["warmup"]))
         after = (lambda _loss: "stop" if pruner.step() == "done" else None) if epoch > SEARCH["warmup"] else None
-        train.train_epoch(model, pipe.loader, epoch, pipe.optimizer, device, after_step=after, amp=pipe.amp)
+        train.train_epoch(model, pipe.loader, epoch, pipe.optimizer, device, after_step=after,
+                          precision=pipe.precision)
         if pruner.finished:
             break
     synchronize(device)

@@ -122,24 +122,30 @@ def test_train_epoch_feeds_inputs_in_the_models_layout(one_thread):
         torch.testing.assert_close(wa[key], wb[key], atol=1e-6, rtol=1e-5, msg=key)
 
 
-@CUDA
-def test_amp_keeps_parameters_and_batchnorm_statistics_in_fp32():
-    device = torch.device("cuda")
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_bf16_keeps_parameters_and_batchnorm_statistics_in_fp32(device):
+    """--precision bf16 runs the forward pass under torch.autocast(device, bfloat16), on the CPU too."""
+    device = torch.device(device)
     loader, _ = D.get_loaders("synthetic", "unused", recipe="search", batch_size=64, device=device,
                               subset=256, need_test=False)
     train.set_seed(0)
     model = train.prepare_model(build_model("vgg", [16, 32, 64, 64, 128, 128, 128, 128], 10, gates=True), device)
     reference = train.prepare_model(build_model("vgg", model.widths, 10, gates=True), device)
     reference.load_state_dict(model.state_dict())
-    amp = train.train_epoch(model, loader, 0, train.make_optimizer(model, 0.05), device, amp=True)
-    fp32 = train.train_epoch(reference, loader, 0, train.make_optimizer(reference, 0.05), device, amp=False)
-    assert torch.backends.cudnn.benchmark and train.input_format(model) == torch.channels_last
+    seen = []
+    model.classifier.register_forward_hook(lambda m, i, out: seen.append(
+        (out.dtype, torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))))
+    bf16 = train.train_epoch(model, loader, 0, train.make_optimizer(model, 0.05), device, precision="bf16")
+    fp32 = train.train_epoch(reference, loader, 0, train.make_optimizer(reference, 0.05), device)
+    assert set(seen) == {(torch.bfloat16, True, torch.bfloat16)}
+    if device.type == "cuda":
+        assert torch.backends.cudnn.benchmark and train.input_format(model) == torch.channels_last
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         if not name.endswith("num_batches_tracked"):
             assert tensor.dtype == torch.float32, name
     for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
         assert torch.isfinite(bn.running_var).all() and (bn.running_var > 0).all()
-    assert abs(amp["loss"] - fp32["loss"]) < 0.05 * fp32["loss"]
+    assert abs(bf16["loss"] - fp32["loss"]) < 0.05 * fp32["loss"] and bf16["loss"] != fp32["loss"]
 
 
 @CUDA
@@ -200,3 +206,42 @@ def test_bench_quick_runs_and_ends_with_the_speedup_line():
     assert any("EXTRAPOLATED full iteration" in line for line in lines)
     # gated VGG11 at 0.125 has 344 units: 95 % is 326, 33 steps of 10; 50,000 images are 1,563 batches of 32
     assert any("15630 warm-up + 1652 pruning minibatches (33 prune steps x 50 + 2)" in line for line in lines)
+
+
+TRAINING_SCRIPTS = ("ratio_swipe", "imagenet_ratio_swipe", "train_norm", "fine_tune", "architecture_descent",
+                    "imagenet_architecture_descent")
+
+
+@pytest.mark.parametrize("script", TRAINING_SCRIPTS)
+def test_every_training_script_takes_precision_and_bn_init(script, monkeypatch, capsys):
+    """One --precision flag (default fp32, the authors' arithmetic) and --bn_init in every training script."""
+    module = importlib.import_module(script)
+    monkeypatch.setattr("sys.argv", [f"{script}.py", "--help"])
+    with pytest.raises(SystemExit) as done:
+        module.main()
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert done.value.code == 0
+    assert "--precision {fp32,tf32,bf16}" in help_text and "(default: fp32)" in help_text
+    assert "--bn_init {uniform,ones}" in help_text and "--amp" not in help_text
+
+
+def test_precision_settings():
+    from utils import accel
+    assert accel.PRECISIONS == ("fp32", "tf32", "bf16")
+    with accel.autocast(CPU, "bf16"):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+    for precision in ("fp32", "tf32"):
+        with accel.autocast(CPU, precision):
+            assert not torch.is_autocast_enabled("cpu")
+    accel.set_precision(CPU, "tf32")  # a no-op off CUDA
+    with pytest.raises(ValueError):
+        accel.autocast(CPU, "fp16")
+
+
+@CUDA
+def test_fp32_is_strict_on_cuda():
+    from utils import accel
+    cuda = torch.device("cuda")
+    for precision, tf32 in (("tf32", True), ("fp32", False), ("bf16", False)):
+        accel.set_precision(cuda, precision)
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32

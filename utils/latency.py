@@ -7,6 +7,8 @@ import time
 
 import torch
 
+from utils.accel import autocast
+
 BATCH, WARMUP, TIMED = 100, 20, 80
 
 
@@ -16,13 +18,13 @@ def synchronize(device):
 
 
 @torch.no_grad()
-def measure_latency(model, device, image_size, *, batch=BATCH, warmup=WARMUP, timed=TIMED, amp=False):
+def measure_latency(model, device, image_size, *, batch=BATCH, warmup=WARMUP, timed=TIMED,
+                    precision="fp32"):
     """Mean milliseconds per forward pass of a (batch, 3, image_size, image_size) input."""
-    from utils.train import autocast
     was_training = model.training
     model.eval()
     x = torch.randn(batch, 3, image_size, image_size, device=device)
-    with autocast(device, amp):
+    with autocast(device, precision):
         for _ in range(warmup):
             model(x)
         synchronize(device)

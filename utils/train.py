@@ -7,14 +7,18 @@ Accuracy is reported two ways: `acc`, the authors' mean over minibatches of the 
 the loop waits for the GPU.
 
 Speed on CUDA (bench/train_throughput.py measures it): `prepare_model` puts the weights in channels_last
-and turns on cuDNN autotuning; the loops then feed inputs in the model's layout. `amp=True` runs the
-forward pass under bfloat16 autocast: convolutions and linear layers in bf16; BatchNorm takes the bf16
-activations but keeps its affine parameters, running statistics and their accumulation in fp32 (autocast
-lists no rule for batch_norm, and its mixed-dtype kernels accumulate in fp32); the loss is computed on
-fp32 logits. amp=False is exact fp32. On the CPU both are no-ops.
+and turns on cuDNN autotuning; the loops then feed inputs in the model's layout. `precision` (utils.accel)
+is "fp32" by default, the authors' arithmetic; "bf16" runs the forward pass under bfloat16 autocast, on
+the CPU too: convolutions and linear layers in bf16; BatchNorm takes the bf16 activations but keeps its
+affine parameters, running statistics and their accumulation in fp32 (autocast lists no rule for
+batch_norm, and its mixed-dtype kernels accumulate in fp32); the loss is computed on fp32 logits.
+
+The test set is evaluated in the order the test loader gives for the epoch (utils.data: a fresh random
+order per epoch on CIFAR-like data, as the authors' shuffled test loaders), which moves the per-batch
+mean accuracy but never the dataset-level one.
 """
-import contextlib
 import random
+import secrets
 import sys
 
 import numpy as np
@@ -23,6 +27,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from model.gate import Gate
+from utils.accel import autocast
 from utils.cli import UserError
 
 SCHEDULES = ("cifar", "tiny", "search", "tiny_search", "constant")
@@ -35,6 +40,30 @@ def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def fresh_seed():
+    """A seed for a run without --seed, drawn from the OS: the authors' runs were unseeded, so their
+    recipe (five runs, no seed) gives five different runs. Scripts print and store it."""
+    return secrets.randbelow(2**31)
+
+
+def choose_seed(given, stored, log):
+    """The run's seed: `given` (--seed) when set; else the one seed stored in the run's existing files
+    (`stored`: {path: seed}), so a resumed run keeps its seed; else a fresh one. Logs where it came from."""
+    if given is not None:
+        return int(given)
+    seeds = sorted(set(stored.values()))
+    if len(seeds) > 1:
+        raise UserError(f"this run's files hold different seeds ({', '.join(map(str, seeds))}: "
+                        f"{', '.join(sorted(stored))}); pass --seed")
+    if seeds:
+        path = min(p for p, s in stored.items() if s == seeds[0])
+        log(f"seed {seeds[0]} (stored in {path}: this run continues it)")
+        return seeds[0]
+    seed = fresh_seed()
+    log(f"seed {seed} (drawn at random, none given; --seed {seed} repeats this run)")
+    return seed
 
 
 def trainable_parameters(model):
@@ -117,12 +146,6 @@ def _scaled(milestones, paper_epochs, scale_to):
     return [round((m - 1) * scale_to / paper_epochs) + 1 for m in milestones]
 
 
-def autocast(device, amp):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def _progress(iterable, total, desc):
     return tqdm(iterable, total=total, desc=desc, leave=False, disable=not sys.stderr.isatty())
 
@@ -151,7 +174,7 @@ class _Meter:
                 "acc_dataset": 100.0 * self.correct.item() / self.images}
 
 
-def train_epoch(model, loader, epoch, optimizer, device, *, after_step=None, amp=False, desc=None):
+def train_epoch(model, loader, epoch, optimizer, device, *, after_step=None, precision="fp32", desc=None):
     """One epoch of SGD. `after_step(loss)` runs after every optimizer step (the pruning hook); when
     it returns "stop" the epoch ends there. Returns loss/acc/acc_dataset and whether it stopped."""
     model.train()
@@ -159,7 +182,7 @@ def train_epoch(model, loader, epoch, optimizer, device, *, after_step=None, amp
     for x, y in _progress(loader.epoch(epoch), len(loader), desc):
         x = x.contiguous(memory_format=layout)  # a no-op unless prepare_model chose channels_last
         model.zero_grad(set_to_none=True)  # gates too: Taylor-FO reads this batch's gate gradients
-        with autocast(device, amp):
+        with autocast(device, precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         loss.backward()
@@ -172,12 +195,13 @@ def train_epoch(model, loader, epoch, optimizer, device, *, after_step=None, amp
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, *, amp=False, desc=None):
+def evaluate(model, loader, device, *, epoch=0, precision="fp32", desc=None):
+    """Test statistics; `epoch` picks the test loader's order for that epoch (when it shuffles)."""
     model.eval()
     meter, layout = _Meter(device), input_format(model)
-    for x, y in _progress(loader.epoch(0), len(loader), desc):
+    for x, y in _progress(loader.epoch(epoch), len(loader), desc):
         x = x.contiguous(memory_format=layout)
-        with autocast(device, amp):
+        with autocast(device, precision):
             logits = model(x)
         meter.add(F.cross_entropy(logits.float(), y), logits, y)
     return meter.read()
