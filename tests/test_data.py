@@ -124,7 +124,7 @@ def test_fashion_mnist_constants_match_the_real_data():
 def test_cifar_folder_through_both_paths(tmp_path, dataset, loader):
     train_x, train_y, test_x, test_y = write_cifar(tmp_path, dataset, bytes_keys=dataset == "CIFAR10")
     train, test = D.get_loaders(dataset, str(tmp_path), recipe="train", batch_size=8, test_batch_size=4,
-                                device="cpu", loader=loader, workers=0)
+                                device="cpu", loader=loader, workers=0, test_order="fixed")
     assert (train.num_samples, len(train), test.num_samples, len(test)) == (24, 3, 10, 3)
     x, y = next(iter(train.epoch(0)))
     assert x.shape == (8, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
@@ -137,7 +137,7 @@ def test_cifar_folder_through_both_paths(tmp_path, dataset, loader):
     assert sorted(train_labels.tolist()) == sorted(train_y.tolist())
 
     train, test = D.get_loaders(dataset, str(tmp_path), recipe="search", batch_size=8, device="cpu",
-                                loader=loader, subset=5, test_subset=3, workers=0)
+                                loader=loader, subset=5, test_subset=3, workers=0, test_order="fixed")
     assert (train.num_samples, test.num_samples) == (5, 3)
     assert sorted(all_batches(train)[1].tolist()) == sorted(train_y[:5].tolist())
     torch.testing.assert_close(all_batches(test)[0], reference_normalise(test_x[:3], *CIFAR_SEARCH),
@@ -154,6 +154,63 @@ def test_both_paths_agree_on_test_batches_and_train_order(tmp_path):
     # the same images in the same order (labels are distinct per image), only the augmentation differs
     for epoch in (0, 1):
         assert torch.equal(all_batches(fast[0], epoch)[1], all_batches(tv[0], epoch)[1])
+
+
+@pytest.mark.parametrize("dataset", ["CIFAR10", "CIFAR100", "FashionMNIST"])
+def test_test_set_is_shuffled_per_epoch_from_the_seed_unless_fixed(tmp_path, monkeypatch, dataset):
+    """The authors' shuffled test loaders: a fresh order each epoch, a function of (seed, epoch), the
+    same through both paths; --test_order fixed keeps file order."""
+    if dataset == "FashionMNIST":
+        monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIR", str(tmp_path / "nowhere"))
+        labels = write_fashion_mnist(str(tmp_path), n_test=40)["t10k-labels-idx1-ubyte"]
+        images = None
+    else:
+        _, _, images, labels = write_cifar(tmp_path, dataset, n_test=40)
+    kw = dict(recipe="train", batch_size=16, device="cpu", workers=0, need_test=True)
+
+    def test_loader(seed, loader="fast", order="shuffled"):
+        return D.get_loaders(dataset, str(tmp_path), loader=loader, seed=seed, test_order=order, **kw)[1]
+
+    fast, tv = test_loader(3), test_loader(3, "torchvision")
+    seen = {}
+    for epoch in (1, 2):
+        xs, ys = all_batches(fast, epoch)
+        tx, ty = all_batches(tv, epoch)
+        assert torch.equal(xs, tx) and torch.equal(ys, ty)  # both paths, bit for bit
+        assert sorted(ys.tolist()) == sorted(labels.tolist())  # every test image once
+        seen[epoch] = xs
+    assert not torch.equal(seen[1], seen[2])  # a fresh order each epoch
+    assert torch.equal(all_batches(test_loader(3), 1)[0], seen[1])  # reproducible from the seed
+    assert not torch.equal(all_batches(test_loader(4), 1)[0], seen[1])
+    fixed = test_loader(3, order="fixed")
+    assert torch.equal(all_batches(fixed, 1)[1], torch.as_tensor(labels))
+    assert torch.equal(all_batches(fixed, 1)[0], all_batches(fixed, 2)[0])
+    if images is not None:
+        mean, std = D.normalization(dataset, "train")
+        torch.testing.assert_close(all_batches(fixed, 1)[0], reference_normalise(images, mean, std),
+                                   atol=1e-6, rtol=0)
+
+
+def test_evaluation_order_moves_the_batch_mean_but_not_the_dataset_accuracy(tmp_path):
+    """Two evaluations of one network: in the default (shuffled) order the per-batch-mean accuracies
+    differ (the 8-image last batch weighs as much as a full one), the dataset-level ones agree, and the
+    order is reproducible from the seed; --test_order fixed gives the same numbers both times."""
+    from model import build_model
+    from utils import train
+    write_cifar(tmp_path, "CIFAR10", n_test=40)
+    torch.manual_seed(0)
+    net = build_model("vgg", [4, 8, 16, 16, 16, 16, 16, 16], 10)
+
+    def two_evaluations(order, seed=0):
+        test = D.get_loaders("CIFAR10", str(tmp_path), recipe="train", batch_size=16, device="cpu", seed=seed,
+                             test_order=order)[1]
+        return [train.evaluate(net, test, torch.device("cpu"), epoch=e) for e in (1, 2)]
+
+    a, b = two_evaluations("shuffled")
+    assert a["acc"] != b["acc"] and a["acc_dataset"] == b["acc_dataset"]
+    assert two_evaluations("shuffled") == [a, b]
+    fixed = two_evaluations("fixed")
+    assert fixed[0] == fixed[1] and fixed[0]["acc_dataset"] == a["acc_dataset"]
 
 
 def test_missing_cifar_never_downloads_and_writes_nothing(tmp_path):
@@ -228,7 +285,7 @@ def test_fashion_mnist_from_idx_files(tmp_path, monkeypatch, loader):
     monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIR", str(tmp_path / "nowhere"))
     arrays = write_fashion_mnist(str(tmp_path / "FashionMNIST" / "raw"))
     train, test = D.get_loaders("FashionMNIST", str(tmp_path), recipe="train", batch_size=6, device="cpu",
-                                loader=loader, workers=0)
+                                loader=loader, workers=0, test_order="fixed")
     assert (train.num_samples, test.num_samples) == (20, 9)
     x, y = all_batches(test)
     assert x.shape == (9, 3, 32, 32) and torch.equal(y, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]))
@@ -249,7 +306,7 @@ def test_fashion_mnist_from_the_system_folder(tmp_path, monkeypatch):
     empty = tmp_path / "data"
     empty.mkdir()
     train, test = D.get_loaders("FashionMNIST", str(empty), recipe="search", batch_size=64, device="cpu",
-                                download="never")
+                                download="never", test_order="fixed")
     assert torch.equal(all_batches(test)[1], torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]))
     assert train.num_samples == 20 and list(empty.iterdir()) == []
 

@@ -9,6 +9,12 @@ int64 on the device.
   in the style of cifar10-airbench.
 Every random draw is a pure function of (seed, epoch) through local generators, so a resumed run sees
 the same batches. Both paths visit the images in the same order (DataLoader's RandomSampler sequence).
+
+Test order (authors' quirk, kept): their CIFAR test loaders shuffle. Accuracy is the mean of per-batch
+accuracies and 10,000 / 128 leaves a 16-image last batch that weighs as much as a full one, so the
+order moves every epoch's test accuracy (and the best-epoch maximum picks that up). By default a test
+loader of CIFAR10/100, FashionMNIST and synthetic data visits the test set in a fresh order each epoch,
+drawn from (seed, epoch); TinyImageNet's is unshuffled, as theirs. test_order="fixed" is the opt-in.
 """
 import contextlib
 import gzip
@@ -46,22 +52,22 @@ _SYNTHETIC = ((0.5,) * 3, (0.25,) * 3)
 _CROP32 = {"crop": 32, "pad": 4, "rotate": 0, "flip": True}
 
 DATASETS = {
-    "CIFAR10": {"num_classes": 10, "image_size": 32,
+    "CIFAR10": {"num_classes": 10, "image_size": 32, "test_shuffle": True,
                 "norm": {"search": _CIFAR_SEARCH, "train": _CIFAR10_TRAIN},
                 "aug": {"search": _CROP32, "train": _CROP32}},
     # Authors' quirk: ratio_swipe normalises CIFAR100 with the CIFAR-10 constants (as the search does).
-    "CIFAR100": {"num_classes": 100, "image_size": 32,
+    "CIFAR100": {"num_classes": 100, "image_size": 32, "test_shuffle": True,
                  "norm": {"search": _CIFAR_SEARCH, "train": _CIFAR_SEARCH},
                  "aug": {"search": _CROP32, "train": _CROP32}},
-    # Authors' quirk: the Tiny search has no RandomCrop, Tiny training has one.
-    "tinyimagenet": {"num_classes": 200, "image_size": 64,
+    # Authors' quirks: the Tiny search has no RandomCrop, Tiny training has one; the test set is not shuffled.
+    "tinyimagenet": {"num_classes": 200, "image_size": 64, "test_shuffle": False,
                      "norm": {"search": _TINY, "train": _TINY},
                      "aug": {"search": {"crop": None, "pad": 0, "rotate": 20, "flip": True},
                              "train": {"crop": 64, "pad": 4, "rotate": 20, "flip": True}}},
-    "FashionMNIST": {"num_classes": 10, "image_size": 32,
+    "FashionMNIST": {"num_classes": 10, "image_size": 32, "test_shuffle": True,
                      "norm": {"search": _FASHION_MNIST, "train": _FASHION_MNIST},
                      "aug": {"search": _CROP32, "train": _CROP32}},
-    "synthetic": {"num_classes": 10, "image_size": 32,
+    "synthetic": {"num_classes": 10, "image_size": 32, "test_shuffle": True,
                   "norm": {"search": _SYNTHETIC, "train": _SYNTHETIC},
                   "aug": {"search": _CROP32, "train": _CROP32}},
 }
@@ -69,6 +75,7 @@ NUM_CLASSES = {name: d["num_classes"] for name, d in DATASETS.items()}
 IMAGE_SIZE = {name: d["image_size"] for name, d in DATASETS.items()}
 RECIPES = ("search", "train")
 LOADERS = ("fast", "torchvision")
+TEST_ORDERS = ("shuffled", "fixed")
 DOWNLOAD_TIMEOUT_S = 30
 # Where Debian's dataset-fashion-mnist package puts the four IDX files (`dpkg -L dataset-fashion-mnist`).
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"
@@ -98,7 +105,7 @@ def augmentation(dataset, recipe):
 # ---------------------------------------------------------------------------------------------------
 # Randomness: one CPU generator per (seed, epoch, stream), never the global RNG.
 
-_ORDER, _AUGMENT = 0, 1
+_ORDER, _AUGMENT, _TEST_ORDER = 0, 1, 2
 
 
 def _generator(seed, epoch, stream):
@@ -106,9 +113,9 @@ def _generator(seed, epoch, stream):
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def epoch_order(seed, epoch, n):
+def epoch_order(seed, epoch, n, stream=_ORDER):
     """The epoch's permutation, exactly what a DataLoader(shuffle=True, generator=same) visits."""
-    g = _generator(seed, epoch, _ORDER)
+    g = _generator(seed, epoch, stream)
     torch.empty((), dtype=torch.int64).random_(generator=g)  # the DataLoader draws its worker seed first
     return torch.randperm(n, generator=g)
 
@@ -165,9 +172,10 @@ def augment_batch(x, params, aug):
 
 
 class FastLoader:
-    """The whole split as uint8 on `device`; `aug=None` makes a test loader (fixed order, no augmentation)."""
+    """The whole split as uint8 on `device`; `aug=None` makes a test loader (no augmentation; in a fresh
+    order each epoch when `shuffle`, else in file order)."""
 
-    def __init__(self, images, labels, *, batch_size, device, mean, std, aug=None, seed=0):
+    def __init__(self, images, labels, *, batch_size, device, mean, std, aug=None, seed=0, shuffle=False):
         if aug and aug["crop"] not in (None, images.shape[-1]):
             raise ValueError(f"crop {aug['crop']} must equal the image size {images.shape[-1]}")
         self.device = torch.device(device)
@@ -176,6 +184,7 @@ class FastLoader:
         self.batch_size = batch_size
         self.aug = aug
         self.seed = seed
+        self.shuffle = shuffle
         # float32 and the same operations as ToTensor (x / 255) then Normalize ((x - mean) / std): bit for bit.
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
@@ -190,7 +199,8 @@ class FastLoader:
     def epoch(self, epoch=0):
         n = self.num_samples
         if self.aug is None:
-            return self._batches(None, None)
+            order = epoch_order(self.seed, epoch, n, _TEST_ORDER).to(self.device) if self.shuffle else None
+            return self._batches(order, None)
         order = epoch_order(self.seed, epoch, n).to(self.device)
         params = draw_augmentation(self.aug, n, _generator(self.seed, epoch, _AUGMENT))
         return self._batches(order, {k: v.to(self.device) for k, v in params.items()})
@@ -200,6 +210,9 @@ class FastLoader:
             end = start + self.batch_size
             if order is None:
                 x, y = self.images[start:end].float(), self.labels[start:end]
+            elif params is None:  # a shuffled test set
+                idx = order[start:end]
+                x, y = self.images[idx].float(), self.labels[idx]
             else:
                 idx = order[start:end]
                 x = augment_batch(self.images[idx], {k: v[start:end] for k, v in params.items()}, self.aug)
@@ -248,12 +261,15 @@ def _torchvision_transform(aug, mean, std):
 
 
 class TorchvisionLoader:
-    """PIL transforms in a torch DataLoader; `aug=None` makes a test loader (fixed order, no augmentation)."""
+    """PIL transforms in a torch DataLoader; `aug=None` makes a test loader (no augmentation; shuffled
+    each epoch when `shuffle`, as the authors' CIFAR test loaders, else in file order)."""
 
-    def __init__(self, images, labels, *, batch_size, device, mean, std, aug=None, seed=0, workers=1):
+    def __init__(self, images, labels, *, batch_size, device, mean, std, aug=None, seed=0, workers=1,
+                 shuffle=False):
         self.device = torch.device(device)
         self.dataset = _PILDataset(images, labels, _torchvision_transform(aug, mean, std))
         self.batch_size, self.aug, self.seed, self.workers = batch_size, aug, seed, workers
+        self.shuffle = shuffle
 
     @property
     def num_samples(self):
@@ -263,12 +279,14 @@ class TorchvisionLoader:
         return math.ceil(self.num_samples / self.batch_size)
 
     def epoch(self, epoch=0):
-        dataset, generator = self.dataset, None
+        dataset, generator, shuffle = self.dataset, None, self.aug is not None or self.shuffle
         if self.aug is not None:
             dataset = _copy_with_seed(self.dataset, _generator(self.seed, epoch, _AUGMENT))
             generator = _generator(self.seed, epoch, _ORDER)
+        elif self.shuffle:
+            generator = _generator(self.seed, epoch, _TEST_ORDER)
         loader = torch.utils.data.DataLoader(
-            dataset, batch_size=self.batch_size, shuffle=self.aug is not None, generator=generator,
+            dataset, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
             num_workers=self.workers, pin_memory=self.device.type == "cuda", drop_last=False)
         return ((x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)) for x, y in loader)
 
@@ -527,9 +545,14 @@ def _load_split(dataset, data_dir, split, download, decode):
 
 def get_loaders(dataset, data_dir, *, recipe, batch_size, test_batch_size=None, device, loader="fast",
                 subset=None, test_subset=None, seed=0, download="auto", same_norm=False, need_test=True,
-                workers=None):
-    """(train_loader, test_loader or None). subset / test_subset keep the first N images of a split."""
-    _table(dataset, recipe)
+                workers=None, test_order="shuffled"):
+    """(train_loader, test_loader or None). subset / test_subset keep the first N images of a split.
+    test_order "shuffled" (the authors'): the test loader shuffles each epoch where the authors' did
+    (every data set but TinyImageNet); "fixed": file order."""
+    table = _table(dataset, recipe)
+    if test_order not in TEST_ORDERS:
+        raise UserError(f"unknown test order {test_order!r}; choose from {', '.join(TEST_ORDERS)}")
+    shuffle_test = test_order == "shuffled" and table["test_shuffle"]
     if loader not in LOADERS:
         raise UserError(f"unknown loader {loader!r}; choose from {', '.join(LOADERS)}")
     if download not in ("auto", "never"):
@@ -551,12 +574,13 @@ def get_loaders(dataset, data_dir, *, recipe, batch_size, test_batch_size=None, 
         bad = labels[(labels < 0) | (labels >= NUM_CLASSES[dataset])]
         if len(bad):
             raise UserError(f"{dataset} {split} labels out of range 0..{NUM_CLASSES[dataset] - 1}: {int(bad[0])}")
+        shuffle = aug is None and shuffle_test
         if loader == "fast":
             loaders.append(FastLoader(torch.as_tensor(images), torch.as_tensor(labels), batch_size=size,
-                                      device=device, mean=mean, std=std, aug=aug, seed=seed))
+                                      device=device, mean=mean, std=std, aug=aug, seed=seed, shuffle=shuffle))
         else:
             if not isinstance(images, list):  # PIL wants (H, W, C)
                 images = np.ascontiguousarray(np.asarray(images).transpose(0, 2, 3, 1))
             loaders.append(TorchvisionLoader(images, labels, batch_size=size, device=device, mean=mean,
-                                             std=std, aug=aug, seed=seed, workers=workers))
+                                             std=std, aug=aug, seed=seed, workers=workers, shuffle=shuffle))
     return loaders[0], (loaders[1] if need_test else None)
