@@ -27,7 +27,7 @@ DEMO_LAST_IDX = $(shell echo $$(( $(DEMO_ITERATIONS) - 1 )))
 DEMO_DIRS = --data_dir $(DATA_DIR) --record_dir $(DEMO_DIR)/prune_record \
 	--plots_dir $(DEMO_DIR)/saved_plots --models_dir $(DEMO_DIR)/saved_models --figs_dir $(DEMO_DIR)/figs
 DEMO_DATA = --model vgg --dataset FashionMNIST --subset $(DEMO_SUBSET) $(DEMO_DIRS)
-DEMO_SEARCH = $(DEMO_DATA) --search_ratio $(DEMO_SEARCH_RATIO) --warmup $(DEMO_WARMUP) \
+DEMO_SEARCH = $(DEMO_DATA) --seed 0 --search_ratio $(DEMO_SEARCH_RATIO) --warmup $(DEMO_WARMUP) \
 	--batch-size $(DEMO_SEARCH_BATCH) --prune_every $(DEMO_PRUNE_EVERY) --prune_per_step $(DEMO_PRUNE_PER_STEP)
 DEMO_SWIPE = $(DEMO_DATA) --test_subset $(DEMO_TEST_SUBSET) --batch-size $(DEMO_BATCH) --epochs $(DEMO_EPOCHS) --scale_schedule \
 	--ratios $(DEMO_RATIOS)

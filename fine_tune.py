@@ -15,6 +15,7 @@ import torch
 from model import build_model
 from model.gate import Gate
 from utils import io, oneshot, swipe
+from utils.accel import set_precision
 from utils.cli import CIFAR_LIKE, UserError, make_parser, resolve_device, run_main
 from utils.data import NUM_CLASSES
 from utils.params import actual_params, count_params
@@ -53,8 +54,11 @@ def load_pretrained(path, args, num_classes, device):
     if arch.get("num_classes") != num_classes:
         raise UserError(f"{path} was trained for {arch.get('num_classes')} classes, --dataset {args.dataset} "
                         f"has {num_classes}")
+    # The init is overwritten by the weights; bn_init only records how they started (before this
+    # project recorded it, ResNet18 and MobileNetV2 started from ones).
     net = prepare_model(build_model(args.model, arch["widths"], num_classes, gates=True,
-                                    convcut=bool(arch.get("convcut"))), device)
+                                    convcut=bool(arch.get("convcut")), bn_init=arch.get("bn_init", "ones")),
+                        device)
     gate_keys = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, Gate)}
     try:
         missing, unexpected = net.load_state_dict(ckpt["state_dict"], strict=False)
@@ -94,6 +98,9 @@ def main(argv=None):
         swipe.log(f"{path} exists, nothing to do")
         return
     source = pretrained_path(args)
+    args = swipe.with_seed(args, checkpoints=[swipe.checkpoint_paths(
+        args.models_dir, args.model, f"{args.save}_{io.ratio_tag(args.ratio)}")[0]])
+    set_precision(device, args.precision)
     set_seed(args.seed)
     net, arch = load_pretrained(source, args, num_classes, device)
 
@@ -109,7 +116,7 @@ def main(argv=None):
               f"({100 * params / dense_params:.1f} %), masked in the full network")
     train_loader, test_loader = swipe.load_data(args, device)
     swipe.output_dirs(args)
-    pruned_test = evaluate(net, test_loader, device, amp=args.amp == "on")
+    pruned_test = evaluate(net, test_loader, device, epoch=0, precision=args.precision)
     swipe.log(f"{name}: before fine-tuning test acc {pruned_test['acc']:.2f}")
     checkpoint, best = swipe.checkpoint_paths(args.models_dir, args.model,
                                               f"{args.save}_{io.ratio_tag(args.ratio)}")

@@ -9,6 +9,7 @@ import os
 
 from model import build_model, get_spec
 from utils import io, swipe
+from utils.accel import set_precision
 from utils.cli import CIFAR_LIKE, make_parser, resolve_device, run_main
 from utils.data import NUM_CLASSES
 from utils.train import prepare_model, set_seed
@@ -33,13 +34,15 @@ def main(argv=None):
         return
     num_classes = NUM_CLASSES[args.dataset]
     widths = list(get_spec(args.model).DEFAULT_WIDTHS)
+    checkpoint, best = swipe.checkpoint_paths(args.models_dir, args.model, args.save)
+    args = swipe.with_seed(args, checkpoints=[checkpoint])
+    set_precision(device, args.precision)
     train_loader, test_loader = swipe.load_data(args, device)
     swipe.output_dirs(args)
     schedule = swipe.schedule_for(args.dataset)
     set_seed(swipe.init_seed(args.seed, RATIO))
-    net = prepare_model(build_model(args.model, widths, num_classes, gates=True), device)
+    net = prepare_model(build_model(args.model, widths, num_classes, gates=True, bn_init=args.bn_init), device)
     name = f"{args.model} {args.dataset} train_norm seed={args.seed}"
-    checkpoint, best = swipe.checkpoint_paths(args.models_dir, args.model, args.save)
     fingerprint = swipe.fingerprint_of(args, method="uniform", ratio=RATIO, widths=widths, schedule=schedule)
     curves, _ = swipe.train_run(net, train_loader, test_loader, device=device, schedule=schedule,
                                 epochs=epochs, lr=args.lr, momentum=args.momentum,

@@ -14,11 +14,13 @@ from conftest import REPO, assert_one_line_error, run_script
 from model import get_spec
 from utils.io import load_fits, load_pickle, read_prune_csv
 
-DEMO = ["--dataset", "synthetic", "--subset", "256", "--batch-size", "32", "--warmup", "1",
-        "--iterations", "2", "--prune_every", "1", "--prune_per_step", "100", "--device", "cpu"]
+UNSEEDED = ["--dataset", "synthetic", "--subset", "256", "--batch-size", "32", "--warmup", "1",
+            "--iterations", "2", "--prune_every", "1", "--prune_per_step", "100", "--device", "cpu"]
+DEMO = [*UNSEEDED, "--seed", "0"]
 # ResNet18 and MobileNetV2 are slow on a CPU: fewer images and a quarter of the budget.
 SMALL = ["--dataset", "synthetic", "--subset", "8", "--batch-size", "4", "--warmup", "1", "--iterations", "2",
-         "--prune_every", "1", "--prune_per_step", "100", "--search_ratio", "0.25", "--device", "cpu"]
+         "--prune_every", "1", "--prune_per_step", "100", "--search_ratio", "0.25", "--device", "cpu",
+         "--seed", "0"]
 RECORD_FILES = ["demo_0.csv", "demo_1.csv", "demo_param0.pk", "demo_param1.pk", "demo.pk"]
 # Tiny batches run faster on one thread, and much faster when other jobs share the two cores.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
@@ -108,7 +110,7 @@ def test_resnet18_and_mobilenetv2_searches(tmp_path, model):
 def test_morph_prunes_half_and_prints_the_pruned_filters_line(tmp_path):
     proc = search(tmp_path, "vgg", ["--dataset", "synthetic", "--subset", "256", "--batch-size", "32",
                                     "--warmup", "0", "--prune_every", "1", "--prune_per_step", "100",
-                                    "--device", "cpu", "--morph"])
+                                    "--device", "cpu", "--morph", "--seed", "0"])
     records = tmp_path / "records"
     assert sorted(p.name for p in records.iterdir()) == ["demo.pk", "demo_0.csv", "demo_param0.pk"]
     check_record(records, "vgg", 1, proc.stdout, fraction=0.5)
@@ -133,7 +135,8 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(vgg_search, tmp_path):
     # Killed during iteration 1: iteration 0's files only.
     assert sorted(p.name for p in records.iterdir() if not p.name.startswith(".")) == [
         "demo_0.csv", "demo_param0.pk"]
-    resumed = search(tmp_path, "vgg", DEMO)
+    resumed = search(tmp_path, "vgg", UNSEEDED)  # no --seed: it continues with the stored seed 0
+    assert "seed 0 (stored in" in resumed.stdout and load_pickle(records / "demo_param1.pk")["seed"] == 0
     assert "iteration 0: resumed from" in resumed.stdout and "iteration 0: widths" not in resumed.stdout
     assert "iteration 1: widths" in resumed.stdout
     reference = vgg_search[0] / "records"

@@ -13,7 +13,7 @@ from utils.train import load_checkpoint
 
 CPU = torch.device("cpu")
 TINY_RUN = ["--model", "vgg", "--dataset", "synthetic", "--device", "cpu", "--no_latency", "--subset", "32",
-            "--test_subset", "32", "--batch-size", "32"]
+            "--test_subset", "32", "--batch-size", "32", "--seed", "0"]
 VGG_075_PARAMS = 5_195_338  # VGG11, K = 10, widths [48, 96, 192, 192, 384, 384, 384, 384]
 
 

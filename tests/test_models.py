@@ -125,9 +125,35 @@ def test_architecture_rebuilds_the_network():
     net = build_model("mobilenetv2", [8] * 19, 200, gates=True, convcut=True)
     arch = architecture(net)
     assert arch == {"model": "mobilenetv2", "widths": [8] * 19, "num_classes": 200, "gates": True,
-                    "convcut": True}
-    copy = build_model(arch["model"], arch["widths"], arch["num_classes"], arch["gates"], arch["convcut"])
+                    "convcut": True, "bn_init": "uniform"}
+    copy = build_model(arch["model"], arch["widths"], arch["num_classes"], arch["gates"], arch["convcut"],
+                       arch["bn_init"])
     copy.load_state_dict(net.state_dict())
+    assert architecture(build_model("resnet18", [8] * 17, 10, bn_init="ones"))["bn_init"] == "ones"
+
+
+def bn_weights(net):
+    return torch.cat([m.weight.detach() for m in net.modules() if isinstance(m, nn.BatchNorm2d)])
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2"])
+def test_batchnorm_weights_start_uniform_as_under_the_authors_pytorch(name):
+    """The authors' PyTorch 1.0.1 drew BN weights from U(0, 1) and their ResNet18/MobileNetV2 left them
+    there: the default. --bn_init ones gives today's 1. Seeded like every other init."""
+    widths = MODELS[name].DEFAULT_WIDTHS
+    torch.manual_seed(0)
+    net = build_model(name, widths, 100)
+    gammas = bn_weights(net)
+    assert gammas.min() >= 0 and gammas.max() < 1 and len(gammas.unique()) > 0.99 * len(gammas)
+    assert 0.45 < gammas.mean() < 0.55  # thousands of draws: U(0, 1) has mean 0.5
+    assert all(torch.all(m.bias == 0) for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    torch.manual_seed(0)
+    assert torch.equal(bn_weights(build_model(name, widths, 100)), gammas)
+    assert torch.all(bn_weights(build_model(name, widths, 100, bn_init="ones")) == 1)
+    vgg = build_model("vgg", MODELS["vgg"].DEFAULT_WIDTHS, 10, bn_init="ones")
+    assert torch.all(bn_weights(vgg) == 0.5)  # VGG: the authors set 0.5 explicitly
+    with pytest.raises(ValueError):
+        build_model(name, widths, 100, bn_init="zeros")
 
 
 def test_gate_multiplies_channels():

@@ -89,7 +89,8 @@ def test_kill_resume_seeds_and_outputs(tmp_path):
         ckpt = load_checkpoint(tmp_path / f"a/models/vgg/run_{tag}_checkpoint.pt", torch.device("cpu"))
         assert ckpt["epoch"] == 3 and ckpt["curves"]["test_acc"] == result["test_acc"]
         arch = ckpt["architecture"]
-        assert arch == {"model": "vgg", "widths": widths, "num_classes": 10, "gates": False, "convcut": False}
+        assert arch == {"model": "vgg", "widths": widths, "num_classes": 10, "gates": False, "convcut": False,
+                        "bn_init": "half"}  # VGG: the authors' explicit 0.5
         build_model(arch["model"], arch["widths"], arch["num_classes"], arch["gates"],
                     arch["convcut"]).load_state_dict(ckpt["state_dict"])
         best = load_checkpoint(tmp_path / f"a/models/vgg/run_{tag}_best_model.pt", torch.device("cpu"))
@@ -170,6 +171,50 @@ def test_plan_widths_warns_when_a_flat_fit_misses_the_budget(tmp_path, capsys):
     swipe.plan_widths(namespace(morph=True, dataset="CIFAR10"), "morph", [0.25], 10,
                       {("vgg", "CIFAR10"): [64, 128, 249, 253, 268, 175, 87, 152]})
     assert "warning" not in capsys.readouterr().out  # on budget: silent
+
+
+def test_unseeded_runs_draw_store_and_keep_their_seeds(tmp_path, capsys):
+    """The authors' recipe, five runs with no --seed, gives five runs with five different seeds, each
+    printed and stored; the printed seed repeats its run exactly; a resumed run keeps its checkpoint's
+    seed. Also: --precision bf16 and --test_order are taken and recorded."""
+    import ratio_swipe
+    base = [*SYNTH, "--subset", "32", "--test_subset", "24", "--batch-size", "16", "--uniform", "--ratios",
+            "0.0625", "--epochs", "1", *map(str, dirs(tmp_path))]
+    seeds = []
+    for i in range(5):
+        ratio_swipe.main([*base, "--save", f"run_{i}"])
+        seeds.append(io.load_result(tmp_path / f"plots/vgg/run_{i}_6.pk")["seed"])
+        assert f"seed {seeds[-1]} (drawn at random, none given; --seed {seeds[-1]} repeats this run)" \
+            in capsys.readouterr().out
+    assert len(set(seeds)) == 5
+    first = io.load_result(tmp_path / "plots/vgg/run_0_6.pk")
+    assert (first["precision"], first["test_order"], first["bn_init"]) == ("fp32", "shuffled", "half")
+
+    ratio_swipe.main([*base, "--save", "again", "--seed", str(seeds[0])])
+    assert curves_of(io.load_result(tmp_path / "plots/vgg/again_6.pk")) == curves_of(first)
+
+    # Resume: drop run_1's result, ask for a second epoch without a seed: it continues with seed[1].
+    os.remove(tmp_path / "plots/vgg/run_1_6.pk")
+    ratio_swipe.main([*base, "--epochs", "2", "--save", "run_1"])  # the last --epochs counts
+    out = capsys.readouterr().out
+    assert f"seed {seeds[1]} (stored in" in out and "resuming from" in out
+    resumed = io.load_result(tmp_path / "plots/vgg/run_1_6.pk")
+    assert resumed["seed"] == seeds[1] and len(resumed["test_acc"]) == 2
+
+    ratio_swipe.main([*base, "--save", "bf16", "--seed", "3", "--precision", "bf16", "--test_order", "fixed"])
+    bf16 = io.load_result(tmp_path / "plots/vgg/bf16_6.pk")
+    assert (bf16["precision"], bf16["test_order"], bf16["seed"]) == ("bf16", "fixed", 3)
+
+
+def test_plot_ratio_warns_when_two_seeds_of_a_cell_share_a_run_seed(tmp_path):
+    from utils import report
+    curves = {k: [50.0] for k in ("train_acc", "train_loss", "test_acc", "test_loss")}
+    for name, seed in (("m_0", 7), ("m_1", 7), ("m_2", 8)):
+        io.save_result(str(tmp_path / "vgg" / f"{name}_25.pk"), {"ratio": 0.25, **curves, "seed": seed})
+    notes = []
+    found = report.read_seeds(str(tmp_path), "vgg", "m", 0.25, [0, 1, 2], log=notes.append)
+    assert len(found) == 3 and len(notes) == 1
+    assert "m_0_25.pk and" in notes[0] and "m_1_25.pk were trained with the same seed 7" in notes[0]
 
 
 def test_plan_widths_convcut_and_uniform():

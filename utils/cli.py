@@ -52,7 +52,9 @@ def add_common_args(parser):
     parser.add_argument("--download", choices=("auto", "never"), default="auto",
                         help="fetch a missing CIFAR/FashionMNIST when the network allows")
     parser.add_argument("--device", default=default_device(), help="torch device")
-    parser.add_argument("--seed", type=int, default=0, help="seeds python, numpy and torch")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seeds python, numpy and torch (default: a fresh seed, printed and stored "
+                             "with the results; a resumed run keeps its stored seed)")
     parser.add_argument("--record_dir", default="prune_record", help="prune records (CSV, .pk)")
     parser.add_argument("--plots_dir", default="saved_plots", help="training curves (.pk)")
     parser.add_argument("--models_dir", default="saved_models", help="checkpoints")

@@ -8,7 +8,9 @@ warm-up until the pruner is done, write the record `<save>_<k>.csv`, fit (alpha,
 
 Reproducible and resumable: iteration k seeds everything from (--seed, k) and its data from
 (--seed, k, epoch), so an iteration whose CSV and param pickle exist is loaded instead of recomputed
-and a resumed search writes the same files as an uninterrupted one.
+and a resumed search writes the same files as an uninterrupted one. Without --seed a search draws a
+fresh seed (the authors' runs were unseeded), prints it and stores it in every `<save>_param<k>.pk`; a
+resumed search takes the seed stored there.
 """
 import argparse
 import os
@@ -19,10 +21,12 @@ from tqdm import tqdm
 
 from model import build_model, gates_of, get_spec
 from utils import data, io, train
+from utils.accel import set_precision
 from utils.cli import UserError, add_common_args, check_pair, resolve_device, writable_dir
 from utils.fit import fit_power_law
 from utils.params import count_params
 from utils.prune import TaylorFOPruner
+from utils.swipe import add_precision_args
 
 DEFAULT_ITERATIONS, MORPH_ITERATIONS = 15, 1
 DEFAULT_FRACTION, MORPH_FRACTION = 0.95, 0.5
@@ -59,9 +63,7 @@ def add_search_args(parser, *, datasets, model, dataset, batch_size, prune_every
     parser.add_argument("--subset", type=int, default=None, help="train on the first N images only")
     parser.add_argument("--loader", choices=data.LOADERS, default="fast",
                         help="fast: batches augmented on the device; torchvision: the authors' pipeline")
-    parser.add_argument("--amp", choices=("on", "off"), default="on",
-                        help="bfloat16 autocast on CUDA (BatchNorm, the loss and the gate gradients stay "
-                             "fp32); off: exact fp32. No effect on the CPU")
+    add_precision_args(parser)
     parser.add_argument("--same_norm", action="store_true",
                         help="normalise with the training scripts' constants (opt-in correction)")
     add_common_args(parser)
@@ -110,7 +112,7 @@ def _settings(args):
                         ("--prune_per_step", args.prune_per_step)):
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
-    if args.warmup < 0 or args.seed < 0:
+    if args.warmup < 0 or (args.seed is not None and args.seed < 0):
         raise UserError("--warmup and --seed must be non-negative")
     if not 0 < args.prune_fraction < 1:
         raise UserError(f"--prune_fraction must be between 0 and 1, got {args.prune_fraction}")
@@ -142,6 +144,17 @@ def _load_iteration(args, k, num_layers, log):
     return alpha, beta
 
 
+def _stored_seeds(args):
+    """{path: seed} of this search's finished iterations (their param pickles record it)."""
+    found, k = {}, 0
+    while os.path.exists(path := param_pk_path(args.record_dir, args.save, k)):
+        fit = io.load_pickle(path)
+        if isinstance(fit, dict) and fit.get("seed") is not None:
+            found[path] = int(fit["seed"])
+        k += 1
+    return found
+
+
 def _search_widths(args, k, num_classes, previous):
     spec = get_spec(args.model)
     if k == 0:
@@ -154,7 +167,8 @@ def _search_widths(args, k, num_classes, previous):
 def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
     """Train and prune one network; the pruner's recorded rows. UserError when pruning does not finish."""
     train.set_seed(iteration_seed(args.seed, k))
-    model = train.prepare_model(build_model(args.model, widths, num_classes, gates=True), device)
+    model = train.prepare_model(build_model(args.model, widths, num_classes, gates=True, bn_init=args.bn_init),
+                                device)
     optimizer = train.make_optimizer(model, args.lr, args.momentum, args.weight_decay)
     pruner = TaylorFOPruner(gates_of(model), prune_fraction=args.prune_fraction,
                             prune_every=args.prune_every, prune_per_step=args.prune_per_step, log=log)
@@ -171,7 +185,7 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
         train.set_lr(optimizer, lr)
         stats = train.train_epoch(model, epochs, epoch, optimizer, device,
                                   after_step=after_step if epoch > args.warmup else None,
-                                  amp=args.amp == "on", desc=f"iteration {k} epoch {epoch}")
+                                  precision=args.precision, desc=f"iteration {k} epoch {epoch}")
         log(f"iteration {k} epoch {epoch}: lr {lr:.4g} loss {stats['loss']:.4f} acc {stats['acc']:.2f} "
             f"units left {pruner.total - pruner.pruned}/{pruner.total}")
         if pruner.finished:
@@ -209,6 +223,8 @@ def run_search(args, *, datasets, schedule, log=log):
     num_classes = data.NUM_CLASSES[args.dataset]
     num_layers = len(get_spec(args.model).DEFAULT_WIDTHS)
 
+    args = argparse.Namespace(**{**vars(args), "seed": train.choose_seed(args.seed, _stored_seeds(args), log)})
+    set_precision(device, args.precision)
     fits, k = [], 0
     while k < args.iterations:
         fit = _load_iteration(args, k, num_layers, log)
@@ -227,7 +243,8 @@ def run_search(args, *, datasets, schedule, log=log):
         rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log)
         alpha, beta = fit_power_law(rows, args.model, num_classes, exact=args.exact)
         io.write_prune_csv(io.record_csv_path(args.record_dir, args.save, k), rows)
-        io.save_pickle({"train_alpha": alpha, "train_beta": beta}, param_pk_path(args.record_dir, args.save, k))
+        io.save_pickle({"train_alpha": alpha, "train_beta": beta, "seed": args.seed},
+                       param_pk_path(args.record_dir, args.save, k))
         log(f"iteration {k}: {len(rows)} rows recorded, final widths {list(rows[-1])}"
             + ("" if any(beta) else " (fewer than 6 rows: the authors' fallback fit, beta = 0)"))
         fits.append((alpha, beta))

@@ -176,14 +176,21 @@ def read_seeds(plots_dir, model, name, ratio, seeds, widths=None, log=None):
     """{seed: (best test acc, final test acc, latency_ms or None)} for the files that exist.
 
     A pickle that records the widths it was trained with (this project's ratio_swipe does) and
-    disagrees with `widths` gets a note: its accuracy then belongs to another configuration.
+    disagrees with `widths` gets a note: its accuracy then belongs to another configuration. Two files
+    of one cell that record the same run seed get a warning (e.g. five runs all given --seed 0).
     """
-    found = {}
+    found, run_seeds = {}, {}
     for seed in seeds:
         path = result_file(plots_dir, model, name, seed, ratio)
         if not os.path.isfile(path):
             continue
         curve = io.load_result(path)
+        stored = curve.get("seed")  # the seed the run used (the authors' pickles have none)
+        if stored is not None and log is not None:
+            if int(stored) in run_seeds:
+                log(f"warning: {run_seeds[int(stored)]} and {path} were trained with the same seed "
+                    f"{int(stored)}: identical runs, so the std over seeds understates the spread")
+            run_seeds.setdefault(int(stored), path)
         test_acc = np.asarray(curve["test_acc"], dtype=np.float64).ravel()
         if test_acc.size == 0 or not np.all(np.isfinite(test_acc)):
             raise UserError(f"{path}: test_acc is empty or not finite")

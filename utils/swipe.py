@@ -7,7 +7,9 @@ epoch, curves so far, the network's constructor arguments) and, on a new best te
 best-epoch weights file; both atomically. The same command again continues from the checkpoint: the
 loaders' randomness is a pure function of (seed, epoch) and a ratio's model init is seeded from
 (seed, ratio), so on the CPU a resumed run ends with the same curves as an uninterrupted one, and a
-ratio does not depend on which ratios ran before it.
+ratio does not depend on which ratios ran before it. Without --seed a run draws a fresh seed (the
+authors' runs were unseeded: their five runs per cell differ), prints it and stores it in its
+checkpoints and results; a run that finds its own checkpoint or results continues with their seed.
 
 Results keep the authors' keys (train_acc, train_loss, test_acc, test_loss: one float per epoch,
 accuracy as the mean over minibatches of the per-batch %), plus dataset-level accuracy, widths,
@@ -20,14 +22,15 @@ import time
 import numpy as np
 import torch
 
-from model import architecture, build_model, get_spec
+from model import BN_INITS, architecture, build_model, get_spec
 from utils import io
+from utils.accel import PRECISIONS, set_precision
 from utils.cli import UserError, add_common_args, check_pair, make_parser, resolve_device, writable_dir
-from utils.data import IMAGE_SIZE, NUM_CLASSES, get_loaders
+from utils.data import IMAGE_SIZE, NUM_CLASSES, TEST_ORDERS, get_loaders
 from utils.latency import measure_latency
 from utils.params import actual_params, count_params
-from utils.train import (evaluate, load_checkpoint, lr_for_epoch, make_optimizer, prepare_model, set_lr,
-                         set_seed, train_epoch)
+from utils.train import (choose_seed, evaluate, load_checkpoint, lr_for_epoch, make_optimizer, prepare_model,
+                         set_lr, set_seed, train_epoch)
 
 CIFAR_RATIOS = tuple(float(r) for r in np.arange(0.25, 2.1, 0.25))  # the authors' arange: 0.25 .. 2.0
 TINY_RATIOS = (0.25, 0.5, 0.75, 1.0)
@@ -48,6 +51,29 @@ def schedule_for(dataset):
 
 def default_epochs(dataset, cifar, tiny):
     return tiny if dataset == "tinyimagenet" else cifar
+
+
+def stored_seeds(results=(), checkpoints=()):
+    """{path: seed} of the existing result pickles and checkpoints among the paths that record one."""
+    found = {}
+    for path in results:
+        if os.path.exists(path):
+            seed = io.load_result(path).get("seed")
+            if seed is not None:
+                found[str(path)] = int(seed)
+    for path in checkpoints:
+        if os.path.exists(path):
+            fingerprint = load_checkpoint(path, torch.device("cpu")).get("fingerprint") or {}
+            if fingerprint.get("seed") is not None:
+                found[str(path)] = int(fingerprint["seed"])
+    return found
+
+
+def with_seed(args, results=(), checkpoints=()):
+    """A copy of args whose seed is set (utils.train.choose_seed): --seed, or the seed stored in this
+    run's results and checkpoints, or a fresh one."""
+    seed = choose_seed(args.seed, stored_seeds(results, checkpoints), log)
+    return argparse.Namespace(**{**vars(args), "seed": seed})
 
 
 def init_seed(seed, ratio):
@@ -79,9 +105,11 @@ def add_recipe_args(parser, *, datasets, default_dataset, models, default_model,
     parser.add_argument("--same_norm", action="store_true",
                         help="use the training normalisation everywhere (no effect on training runs)")
     parser.add_argument("--no_latency", action="store_true", help="skip the latency measurement")
-    parser.add_argument("--amp", choices=("on", "off"), default="on",
-                        help="bfloat16 autocast on CUDA (BatchNorm and the loss stay fp32); off: exact "
-                             "fp32. No effect on the CPU")
+    add_precision_args(parser)
+    parser.add_argument("--test_order", choices=TEST_ORDERS, default="shuffled",
+                        help="shuffled: the test set in a fresh order each epoch, drawn from --seed (the "
+                             "authors' CIFAR/Fashion-MNIST loaders; it moves the per-batch-mean accuracy; "
+                             "TinyImageNet is never shuffled, as theirs); fixed: file order")
     parser.add_argument("--scale_schedule", action="store_true",
                         help="put the authors' LR decays at the same fractions of --epochs (for short "
                              "runs; default: the paper's fixed decay epochs)")
@@ -89,6 +117,18 @@ def add_recipe_args(parser, *, datasets, default_dataset, models, default_model,
     # The authors' spelling of the data folder (imagenet scripts, train_norm, fine_tune).
     parser.add_argument("--data", dest="data_dir", default=argparse.SUPPRESS,
                         help="alias of --data_dir")
+    return parser
+
+
+def add_precision_args(parser):
+    """--precision and --bn_init: shared by every training script (swipes, train_norm, fine_tune, searches)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32: the authors' arithmetic (TF32 off on CUDA); tf32: TF32 matmul and cuDNN "
+                             "on CUDA; bf16: bfloat16 autocast, on the CPU too (BatchNorm and the loss stay "
+                             "fp32)")
+    parser.add_argument("--bn_init", choices=BN_INITS, default="uniform",
+                        help="BatchNorm weight init of resnet18 and mobilenetv2: uniform U(0, 1), what the "
+                             "authors' PyTorch 1.0.1 did; ones: today's default. VGG always 0.5 (authors')")
     return parser
 
 
@@ -214,6 +254,11 @@ def checkpoint_paths(models_dir, model_name, stem):
     return (os.path.join(folder, f"{stem}_checkpoint.pt"), os.path.join(folder, f"{stem}_best_model.pt"))
 
 
+def run_paths(args, ratio):
+    """(checkpoint, best weights) of one ratio of a swipe."""
+    return checkpoint_paths(args.models_dir, args.model, f"{args.save}_{io.ratio_tag(ratio)}")
+
+
 def _resume(net, optimizer, path, device, fingerprint, epochs):
     """Load a checkpoint of this very run into net and optimizer; (start epoch, curves, best)."""
     ckpt = load_checkpoint(path, device)
@@ -240,7 +285,7 @@ def _resume(net, optimizer, path, device, fingerprint, epochs):
 
 
 def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, momentum, weight_decay,
-              checkpoint_path, best_path, fingerprint, name, amp=False, scale_schedule=False):
+              checkpoint_path, best_path, fingerprint, name, precision="fp32", scale_schedule=False):
     """Train `net` (already on `device`, see prepare_model) for `epochs`, resuming from
     `checkpoint_path` when it holds this run (same fingerprint). Returns the curves (lists, one value per
     epoch) and the best epoch."""
@@ -256,8 +301,9 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
         epoch_lr = lr_for_epoch(schedule, epoch, lr, scale_to=epochs if scale_schedule else None)
         set_lr(optimizer, epoch_lr)
         t0 = time.perf_counter()
-        train = train_epoch(net, train_loader, epoch, optimizer, device, amp=amp, desc=f"{name} {epoch}")
-        test = evaluate(net, test_loader, device, amp=amp, desc=f"{name} test")
+        train = train_epoch(net, train_loader, epoch, optimizer, device, precision=precision,
+                            desc=f"{name} {epoch}")
+        test = evaluate(net, test_loader, device, epoch=epoch, precision=precision, desc=f"{name} test")
         if not (np.isfinite(train["loss"]) and np.isfinite(test["loss"])):
             raise UserError(f"{name}: the loss became {train['loss']} at epoch {epoch} (lr {epoch_lr:g}); "
                             f"lower --lr")
@@ -294,6 +340,7 @@ def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs,
         "widths": [int(w) for w in widths], "params": int(actual_params(net)),
         "latency_ms": None if latency_ms is None else float(latency_ms), "seed": int(args.seed),
         "model": args.model, "dataset": args.dataset, "method": method, "epochs": int(epochs),
+        "precision": args.precision, "bn_init": net.bn_init, "test_order": args.test_order,
         "final_test_acc": curves["test_acc"][-1], "final_test_acc_dataset": curves["test_acc_dataset"][-1],
         "best_test_acc": max(curves["test_acc"]),
         "best_epoch": int(np.argmax(curves["test_acc"])) + 1,
@@ -307,7 +354,8 @@ def fingerprint_of(args, **more):
     fp = {"model": args.model, "dataset": args.dataset, "seed": int(args.seed), "lr": float(args.lr),
           "momentum": float(args.momentum), "weight_decay": float(args.weight_decay),
           "batch_size": int(args.batch_size), "test_batch_size": int(args.test_batch_size or args.batch_size),
-          "subset": args.subset, "test_subset": args.test_subset, "loader": args.loader, "amp": args.amp,
+          "subset": args.subset, "test_subset": args.test_subset, "loader": args.loader,
+          "precision": args.precision, "bn_init": args.bn_init, "test_order": args.test_order,
           "scale_schedule": bool(args.scale_schedule)}
     fp.update(more)
     return fp
@@ -315,14 +363,14 @@ def fingerprint_of(args, **more):
 
 def run_options(args):
     """train_run's keyword arguments that come straight from the flags."""
-    return {"amp": args.amp == "on", "scale_schedule": args.scale_schedule}
+    return {"precision": args.precision, "scale_schedule": args.scale_schedule}
 
 
 def load_data(args, device):
     return get_loaders(args.dataset, args.data_dir, recipe="train", batch_size=args.batch_size,
                        test_batch_size=args.test_batch_size or args.batch_size, device=device,
                        loader=args.loader, subset=args.subset, test_subset=args.test_subset, seed=args.seed,
-                       download=args.download, same_norm=args.same_norm)
+                       download=args.download, same_norm=args.same_norm, test_order=args.test_order)
 
 
 def output_dirs(args):
@@ -361,16 +409,19 @@ def run_swipe(argv, *, description, datasets, default_dataset, models, default_m
             todo.append((ratio, widths, path))
     if not todo:
         return
+    args = with_seed(args, results=[io.result_path(args.plots_dir, args.model, args.save, r) for r, _ in plans],
+                     checkpoints=[run_paths(args, r)[0] for r, _, _ in todo])
+    set_precision(device, args.precision)
     train_loader, test_loader = load_data(args, device)  # a missing data set fails before anything is created
     output_dirs(args)
     schedule = schedule_for(args.dataset)
     for ratio, widths, path in todo:
         set_seed(init_seed(args.seed, ratio))
         net = prepare_model(build_model(args.model, widths, num_classes, gates=False,
-                                        convcut=method == "convcut"), device)
+                                        convcut=method == "convcut", bn_init=args.bn_init), device)
         name = f"{args.model} {args.dataset} {method} r={ratio:g} seed={args.seed}"
         log(f"{name}: widths {widths}, {actual_params(net):,} parameters")
-        checkpoint, best = checkpoint_paths(args.models_dir, args.model, f"{args.save}_{io.ratio_tag(ratio)}")
+        checkpoint, best = run_paths(args, ratio)
         fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule)
         curves, _ = train_run(net, train_loader, test_loader, device=device, schedule=schedule,
                               epochs=args.epochs, lr=args.lr, momentum=args.momentum,
