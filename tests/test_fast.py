@@ -1,6 +1,7 @@
 """Fast training: both loaders train to the same accuracy, the CUDA speed settings keep the arithmetic,
 and the throughput benchmark runs. (The fast loader's augmentation itself is tested in test_data.py.)"""
 import importlib.util
+import json
 import re
 import warnings
 
@@ -245,3 +246,17 @@ def test_fp32_is_strict_on_cuda():
     for precision, tf32 in (("tf32", True), ("fp32", False), ("bf16", False)):
         accel.set_precision(cuda, precision)
         assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
+
+
+def test_precision_study_quick_runs(tmp_path):
+    """bench/precision_study.py (the README's bf16 measurements) at smoke size on real Fashion-MNIST."""
+    if D._find_fashion_mnist(str(tmp_path)) is None:
+        pytest.skip(f"real Fashion-MNIST not installed at {D.FASHION_MNIST_SYSTEM_DIR}")
+    proc = run_script("bench/precision_study.py", "--quick", "--skip_accuracy", "--data_dir", tmp_path,
+                      "--out", tmp_path / "out", timeout=240, env={"OMP_NUM_THREADS": "1"})
+    summary = json.loads((tmp_path / "out" / "precision_study.json").read_text())["prune_sets"]
+    assert summary["steps"] >= 5 and summary["set_sizes"][0] == 100  # --quick prunes 100 units a step
+    for kind in ("bf16", "fp32_flipped"):
+        overlaps = summary[kind]["overlaps"]
+        assert len(overlaps) == summary["steps"] and all(0 <= o <= 1 for o in overlaps)
+    assert "fp32 vs bf16, same batches: mean overlap" in proc.stdout
