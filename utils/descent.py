@@ -223,7 +223,8 @@ def run_search(args, *, datasets, schedule, log=log):
     num_classes = data.NUM_CLASSES[args.dataset]
     num_layers = len(get_spec(args.model).DEFAULT_WIDTHS)
 
-    args = argparse.Namespace(**{**vars(args), "seed": train.choose_seed(args.seed, _stored_seeds(args), log)})
+    if args.seed is None:  # a resumed search keeps the seed its finished iterations stored
+        args = argparse.Namespace(**{**vars(args), "seed": train.choose_seed(None, _stored_seeds(args), log)})
     set_precision(device, args.precision)
     fits, k = [], 0
     while k < args.iterations:

@@ -72,7 +72,9 @@ def stored_seeds(results=(), checkpoints=()):
 def with_seed(args, results=(), checkpoints=()):
     """A copy of args whose seed is set (utils.train.choose_seed): --seed, or the seed stored in this
     run's results and checkpoints, or a fresh one."""
-    seed = choose_seed(args.seed, stored_seeds(results, checkpoints), log)
+    if args.seed is not None:
+        return args
+    seed = choose_seed(None, stored_seeds(results, checkpoints), log)
     return argparse.Namespace(**{**vars(args), "seed": seed})
 
 
