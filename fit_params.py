@@ -1,7 +1,7 @@
 """Re-fit NeuralScale's power law to every iteration of a search record.
 
 Reads <record_dir>/<prune_fname>_<k>.csv for k = 0, 1, ... (consecutive, as many as exist, or
---iterations), fits alpha and beta per layer (ORIGINAL_BEHAVIOUR section 6), rewrites
+--iterations), fits alpha and beta per layer (the authors' fit), rewrites
 <prune_fname>_param<k>.pk and <prune_fname>.pk, and prints the fits.
 """
 import os

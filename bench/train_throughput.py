@@ -37,7 +37,7 @@ from utils.prune import TaylorFOPruner  # noqa: E402
 DATASET = "synthetic"
 # bf16 dense tensor-core peaks from NVIDIA's data sheets (TFLOP/s, without sparsity).
 BF16_PEAK_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", None), ("H100", 989.4))
-# One architecture-descent iteration as the authors run it on CIFAR (ORIGINAL_BEHAVIOUR 1.1, 5).
+# One architecture-descent iteration as the authors run it on CIFAR.
 SEARCH = {"batch_size": 256, "warmup": 10, "lr": 0.1, "prune_every": 50, "prune_per_step": 10,
           "prune_fraction": 0.95, "max_epochs": 300}
 QUICK = {"steps": 2, "reps": 3, "warmup_steps": 1, "descent_steps": 1, "descent_reps": 3}
@@ -190,7 +190,7 @@ def make_pipelines(model_name, widths, *, batch_size, recipe, gates, device, num
         else:
             pipes.append(Pipeline(name, loader, model.to(device), "fp32", device))
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # the authors' scripts set it too (ORIGINAL_BEHAVIOUR 1)
+        torch.backends.cudnn.benchmark = True  # the authors' scripts set it too
     return pipes
 
 

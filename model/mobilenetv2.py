@@ -1,4 +1,4 @@
-"""MobileNetV2, the authors' variant (ORIGINAL_BEHAVIOUR 2.3).
+"""MobileNetV2, the authors' variant.
 
 19 searched widths: the stem, the 17 bottleneck outputs (stages of 1, 2, 3, 4, 3, 3, 1 blocks) and
 the final 1x1 conv (1280). Unlike the standard network, every block keeps a residual: a conv+BN

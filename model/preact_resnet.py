@@ -1,4 +1,4 @@
-"""Pre-activation ResNet18 as the authors built it (ORIGINAL_BEHAVIOUR 2.2).
+"""Pre-activation ResNet18 as the authors built it.
 
 17 searched widths: the stem conv, then (conv1, conv2) of each of the 8 blocks; block b reads width
 2b (the stem or the previous block's conv2) and writes 2b+1, 2b+2. A 1x1 shortcut conv (no BN) appears

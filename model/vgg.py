@@ -1,4 +1,4 @@
-"""VGG11-BN for 32x32 inputs, as the authors built it (ORIGINAL_BEHAVIOUR 2.1).
+"""VGG11-BN for 32x32 inputs, as the authors built it.
 
 Template 'A' = [64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M]: eight searched widths. Each
 conv (3x3, bias) is followed by BatchNorm, the gate, ReLU. After five pools a 32x32 input is 1x1 and

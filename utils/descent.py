@@ -1,6 +1,6 @@
 """Architecture descent, the engine behind architecture_descent.py and imagenet_architecture_descent.py.
 
-Iteration k (ORIGINAL_BEHAVIOUR 0 and 1.1): build the gated network (k = 0: the default widths scaled
+Iteration k, as the authors' script runs it: build the gated network (k = 0: the default widths scaled
 by --search_ratio; k >= 1: the widths whose parameter count matches that budget under iteration k-1's
 power law), train it from scratch with the search LR rule, prune it with Taylor-FO from the end of the
 warm-up until the pruner is done, write the record `<save>_<k>.csv`, fit (alpha, beta) and write

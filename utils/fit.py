@@ -2,7 +2,7 @@
 
 Each recorded row of a search is a width vector and tau is its parameter count (the same counter the
 search's tau step uses: the authors' formula by default, `exact=True` for the built network's count).
-The fit is the authors' (ORIGINAL_BEHAVIOUR section 6): least squares through the normal equations
+The fit is the authors': least squares through the normal equations
 with an explicit inverse, which reproduces their stored alpha/beta to ~1e-17.
 """
 import numpy as np

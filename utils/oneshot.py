@@ -1,4 +1,4 @@
-"""One-shot pruning for the fine-tuning baselines (the authors' compare_pruner, ORIGINAL_BEHAVIOUR 5.5).
+"""One-shot pruning for the fine-tuning baselines (the authors' compare_pruner).
 
 Each gate's units are ranked by a criterion read from the layers that feed it:
 * "l1" (Li et al., the default): the L1 norm of each filter of the last Conv2d registered before the

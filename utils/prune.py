@@ -1,6 +1,6 @@
 """Taylor-FO pruning on the gates, the authors' engine (adapted by them from NVlabs Taylor_pruning).
 
-ORIGINAL_BEHAVIOUR section 5, step for step:
+The authors' rules, step for step:
 * after every optimizer step of a pruning epoch, each unit's criterion (gate * dL/dgate)^2 is added to
   a window accumulator (a live gate is 1, so this is the squared gate gradient; a pruned gate is 0);
 * the step counter starts at -1 and never resets at epoch boundaries; a prune happens when

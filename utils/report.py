@@ -52,7 +52,7 @@ DEFAULT_SEEDS = (0, 1, 2, 3, 4)
 LI_RATIO = 0.75  # the magnitude-pruning baseline exists at one ratio only
 IT1_IDX, IT15_IDX = 0, 14  # descent_idx of "Iteration = 1" and "Iteration = 15"
 
-# The records behind the authors' plots (ORIGINAL_BEHAVIOUR 8.1). NOTE: the VGG CIFAR100 accuracies
+# The records behind the authors' plots. NOTE: the VGG CIFAR100 accuracies
 # are named vgg_10_eff_c100_{early,late} but their configurations come from vgg2_10_eff_c100; that
 # record reproduces the paper's parameter counts (Supplementary Table 2).
 DEFAULT_RECORDS = {

@@ -1,7 +1,7 @@
 """Width selection: uniform scaling, NeuralScale's tau search and the "pruned uniform" rescaling.
 
 Each model's `prepare_filters()` chooses among these with its own constants; the loops here are the
-authors' (ORIGINAL_BEHAVIOUR section 3), step for step, so that the authors' fitted (alpha, beta) give
+authors', step for step, so that the authors' fitted (alpha, beta) give
 the authors' configurations bit for bit. `count` is the parameter counter the search drives (the
 authors' formula by default, `exact=True` for the built network's count).
 
