@@ -14,6 +14,7 @@ accuracy as the mean over minibatches of the per-batch %), plus dataset-level ac
 params (the built network's trainable parameters, gates excluded), latency and provenance.
 """
 import argparse
+import math
 import os
 import time
 
@@ -22,7 +23,8 @@ import torch
 
 from model import architecture, build_model, get_spec
 from utils import io
-from utils.cli import UserError, add_common_args, check_pair, make_parser, resolve_device, writable_dir
+from utils.cli import (UserError, add_common_args, check_pair, check_positive, check_ratios, check_run_name,
+                       check_widths, make_parser, resolve_device, writable_dir)
 from utils.data import IMAGE_SIZE, NUM_CLASSES, get_loaders
 from utils.latency import measure_latency
 from utils.params import actual_params, count_params
@@ -79,6 +81,9 @@ def add_recipe_args(parser, *, datasets, default_dataset, models, default_model,
     parser.add_argument("--same_norm", action="store_true",
                         help="use the training normalisation everywhere (no effect on training runs)")
     parser.add_argument("--no_latency", action="store_true", help="skip the latency measurement")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a result or checkpoint of this --save written under other settings "
+                             "(default: refuse it; the same settings are skipped or resumed either way)")
     parser.add_argument("--amp", choices=("on", "off"), default="on",
                         help="bfloat16 autocast on CUDA (BatchNorm and the loss stay fp32); off: exact "
                              "fp32. No effect on the CPU")
@@ -101,8 +106,11 @@ def check_recipe_args(args, datasets, models):
                         ("--test_subset", args.test_subset)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
-    if args.lr <= 0:
-        raise UserError(f"--lr must be positive, got {args.lr}")
+    check_positive("--lr", args.lr)
+    for flag, value in (("--momentum", args.momentum), ("--weight_decay", args.weight_decay)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{flag} must be a finite number of at least 0, got {value:g}")
+    check_run_name(args.save)
 
 
 def add_swipe_args(parser, ratios):
@@ -178,14 +186,14 @@ def plan_widths(args, method, ratios, num_classes, pruned_filters):
         info = {"prune_fname": source, "pruned_widths": list(kwargs["pruned_widths"])}
     elif method == "convcut" and args.model == "vgg":
         raise UserError("--convcut applies to resnet18 and mobilenetv2 (VGG has no shortcuts)")
-    plans, seen = [], set()
+    plans = []
+    ratios = io.distinct_ratios(check_ratios(ratios),
+                                lambda r: io.result_path(args.plots_dir, args.model, args.save, r))
     for ratio in ratios:
-        if not ratio > 0:
-            raise UserError(f"--ratios must be positive, got {ratio:g}")
-        if io.ratio_tag(ratio) in seen:
-            continue
-        seen.add(io.ratio_tag(ratio))
-        widths = [int(w) for w in spec.prepare_filters(ratio, **kwargs)]
+        check_widths(spec.prepare_filters(ratio, num_classes=num_classes),
+                     f"{args.model} at ratio {ratio:g}")  # before a huge tau search
+        widths = check_widths([int(w) for w in spec.prepare_filters(ratio, **kwargs)],
+                              f"{args.model} {method} at ratio {ratio:g}")
         if method in ("neuralscale", "morph"):
             flat_fit = method == "neuralscale" and not np.any(kwargs["beta"])
             warn_off_budget(args.model, ratio, widths, num_classes, spec, method, flat_fit)
@@ -214,6 +222,48 @@ def checkpoint_paths(models_dir, model_name, stem):
     return (os.path.join(folder, f"{stem}_checkpoint.pt"), os.path.join(folder, f"{stem}_best_model.pt"))
 
 
+def differing(stored, wanted):
+    """The names of the settings in `wanted` that `stored` holds otherwise (or lacks). A seed the user
+    did not give (None) matches any stored seed."""
+    return [k for k in wanted if not (k == "seed" and wanted[k] is None)
+            and (k not in stored or stored[k] != wanted[k])]
+
+
+def describe(stored, wanted, keys):
+    return ", ".join(f"{k}: {stored.get(k)!r} there, {wanted[k]!r} now" for k in keys)
+
+
+def other_settings(path, what, stored, wanted, keys):
+    return UserError(f"{path} is {what} of other settings ({describe(stored, wanted, keys)}); use another "
+                     f"--save, or --overwrite to replace it")
+
+
+def finished(path, wanted, overwrite):
+    """True when the result `path` holds this very run (skip it), False when there is none or when
+    --overwrite replaces one of other settings; a result of other settings is refused. `wanted` holds
+    the run's settings and its ratio (a file name truncates the ratio, the pickle keeps it)."""
+    if not os.path.exists(path):
+        return False
+    try:
+        old = io.load_result(path)
+    except UserError:
+        if overwrite:
+            log(f"{path}: unreadable, replacing it (--overwrite)")
+            return False
+        raise
+    # Results written before settings were stored: compare the top-level keys they hold.
+    stored = {**old, **old.get("settings", {})} if isinstance(old.get("settings"), dict) else \
+        {k: old[k] for k in ("seed", "model", "dataset", "method", "epochs", "widths") if k in old}
+    stored["ratio"] = float(old["ratio"])
+    keys = [k for k in differing(stored, wanted) if "settings" in old or k in stored]
+    if keys and overwrite:
+        log(f"{path}: replacing a result of other settings ({describe(stored, wanted, keys)})")
+        return False
+    if keys:
+        raise other_settings(path, "a result", stored, wanted, keys)
+    return True
+
+
 def _resume(net, optimizer, path, device, fingerprint, epochs):
     """Load a checkpoint of this very run into net and optimizer; (start epoch, curves, best)."""
     ckpt = load_checkpoint(path, device)
@@ -224,13 +274,12 @@ def _resume(net, optimizer, path, device, fingerprint, epochs):
         old = dict(old)
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{path}: not a checkpoint of this project ({err}); delete it to start over") from None
-    changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+    changed = differing(old, fingerprint) + sorted(set(old) - set(fingerprint))
     if changed:
-        key = changed[0]
-        raise UserError(f"{path} belongs to a different run ({key}: {old.get(key)!r} there, "
-                        f"{fingerprint.get(key)!r} now); use the same flags, another --save, or delete it")
+        raise other_settings(path, "a checkpoint", old, {**dict.fromkeys(old), **fingerprint}, changed)
     if done > epochs:
-        raise UserError(f"{path} is at epoch {done}, past --epochs {epochs}; delete it or raise --epochs")
+        raise UserError(f"{path} is at epoch {done}, past --epochs {epochs}; raise --epochs, use another "
+                        f"--save, or --overwrite to start over")
     try:
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -240,16 +289,27 @@ def _resume(net, optimizer, path, device, fingerprint, epochs):
 
 
 def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, momentum, weight_decay,
-              checkpoint_path, best_path, fingerprint, name, amp=False, scale_schedule=False):
+              checkpoint_path, best_path, fingerprint, name, amp=False, scale_schedule=False,
+              overwrite=False):
     """Train `net` (already on `device`, see prepare_model) for `epochs`, resuming from
-    `checkpoint_path` when it holds this run (same fingerprint). Returns the curves (lists, one value per
-    epoch) and the best epoch."""
+    `checkpoint_path` when it holds this run (same fingerprint). A checkpoint of another run is
+    refused, or with `overwrite` left to be replaced. Returns the curves (lists, one value per epoch)
+    and the best epoch."""
+    initial_state = {k: v.clone() for k, v in net.state_dict().items()} if overwrite else None
     optimizer = make_optimizer(net, lr, momentum, weight_decay)
     start, curves, (best_acc, best_epoch) = 1, {k: [] for k in CURVE_KEYS}, (-1.0, 0)
     if os.path.exists(checkpoint_path):
-        start, curves, (best_acc, best_epoch) = _resume(net, optimizer, checkpoint_path, device,
-                                                        fingerprint, epochs)
-        log(f"{name}: resuming from {checkpoint_path} at epoch {start}")
+        try:
+            start, curves, (best_acc, best_epoch) = _resume(net, optimizer, checkpoint_path, device,
+                                                            fingerprint, epochs)
+            log(f"{name}: resuming from {checkpoint_path} at epoch {start}")
+        except UserError as err:
+            if not overwrite:
+                raise
+            log(f"{name}: starting over, replacing {checkpoint_path} (--overwrite): {err}")
+            # _resume may have loaded part of the state before it refused: start from clean state
+            net.load_state_dict(initial_state)
+            optimizer = make_optimizer(net, lr, momentum, weight_decay)
     arch = architecture(net)
     for epoch in range(start, epochs + 1):
         # From the epoch number; args stay untouched.
@@ -258,9 +318,10 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
         t0 = time.perf_counter()
         train = train_epoch(net, train_loader, epoch, optimizer, device, amp=amp, desc=f"{name} {epoch}")
         test = evaluate(net, test_loader, device, amp=amp, desc=f"{name} test")
-        if not (np.isfinite(train["loss"]) and np.isfinite(test["loss"])):
-            raise UserError(f"{name}: the loss became {train['loss']} at epoch {epoch} (lr {epoch_lr:g}); "
-                            f"lower --lr")
+        for which, loss in (("training", train["loss"]), ("test", test["loss"])):
+            if not np.isfinite(loss):
+                raise UserError(f"{name}: the {which} loss became {loss} at epoch {epoch} (lr {epoch_lr:g}); "
+                                f"lower --lr")
         for key, value in (("train_acc", train["acc"]), ("train_loss", train["loss"]),
                            ("test_acc", test["acc"]), ("test_loss", test["loss"]),
                            ("train_acc_dataset", train["acc_dataset"]),
@@ -303,8 +364,10 @@ def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs,
 
 
 def fingerprint_of(args, **more):
-    """What must match for a checkpoint to be resumed."""
-    fp = {"model": args.model, "dataset": args.dataset, "seed": int(args.seed), "lr": float(args.lr),
+    """What must match for a checkpoint to be resumed. A result stores it with "epochs" added as its
+    "settings", and a finished run is skipped only when they match (see finished)."""
+    fp = {"model": args.model, "dataset": args.dataset,
+          "seed": None if args.seed is None else int(args.seed), "lr": float(args.lr),
           "momentum": float(args.momentum), "weight_decay": float(args.weight_decay),
           "batch_size": int(args.batch_size), "test_batch_size": int(args.test_batch_size or args.batch_size),
           "subset": args.subset, "test_subset": args.test_subset, "loader": args.loader, "amp": args.amp,
@@ -315,7 +378,7 @@ def fingerprint_of(args, **more):
 
 def run_options(args):
     """train_run's keyword arguments that come straight from the flags."""
-    return {"amp": args.amp == "on", "scale_schedule": args.scale_schedule}
+    return {"amp": args.amp == "on", "scale_schedule": args.scale_schedule, "overwrite": args.overwrite}
 
 
 def load_data(args, device):
@@ -352,33 +415,34 @@ def run_swipe(argv, *, description, datasets, default_dataset, models, default_m
     method = choose_method(args)
     num_classes = NUM_CLASSES[args.dataset]
     plans, info = plan_widths(args, method, args.ratios, num_classes, pruned_filters)
+    schedule = schedule_for(args.dataset)
     todo = []
-    for ratio, widths in plans:
+    for ratio, widths in plans:  # every result is checked before anything trains
         path = io.result_path(args.plots_dir, args.model, args.save, ratio)
-        if os.path.exists(path):
-            log(f"ratio {ratio:g}: {path} exists, skipped")
+        fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule)
+        if finished(path, {**fingerprint, "epochs": args.epochs}, args.overwrite):
+            log(f"ratio {ratio:g}: {path} exists, skipped (same settings)")
         else:
-            todo.append((ratio, widths, path))
+            todo.append((ratio, widths, path, fingerprint))
     if not todo:
         return
     train_loader, test_loader = load_data(args, device)  # a missing data set fails before anything is created
     output_dirs(args)
-    schedule = schedule_for(args.dataset)
-    for ratio, widths, path in todo:
+    for ratio, widths, path, fingerprint in todo:
         set_seed(init_seed(args.seed, ratio))
         net = prepare_model(build_model(args.model, widths, num_classes, gates=False,
                                         convcut=method == "convcut"), device)
         name = f"{args.model} {args.dataset} {method} r={ratio:g} seed={args.seed}"
         log(f"{name}: widths {widths}, {actual_params(net):,} parameters")
         checkpoint, best = checkpoint_paths(args.models_dir, args.model, f"{args.save}_{io.ratio_tag(ratio)}")
-        fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule)
         curves, _ = train_run(net, train_loader, test_loader, device=device, schedule=schedule,
                               epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                               weight_decay=args.weight_decay, checkpoint_path=checkpoint, best_path=best,
                               fingerprint=fingerprint, name=name, **run_options(args))
         latency = latency_of(net, args, device)
         result = make_result(ratio=ratio, curves=curves, net=net, widths=widths, latency_ms=latency,
-                             args=args, method=method, epochs=args.epochs, extra=info)
+                             args=args, method=method, epochs=args.epochs,
+                             extra={**info, "settings": {**fingerprint, "epochs": args.epochs}})
         io.save_result(path, result)
         log(f"{name}: params {result['params']:,}"
             + ("" if latency is None else f", latency {latency:.2f} ms/batch of 100")
