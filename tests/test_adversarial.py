@@ -266,3 +266,22 @@ def test_12_the_loss_check_quotes_the_loss_that_went_non_finite(tmp_path, monkey
                         momentum=0.5, weight_decay=5e-4, checkpoint_path=str(tmp_path / "c.pt"),
                         best_path=str(tmp_path / "b.pt"), fingerprint={}, name="run")
     assert "test loss became nan" in str(err.value) and "1.25" not in str(err.value)
+
+
+def test_7_a_full_data_folder_leaves_no_cache_temporary(tmp_path, monkeypatch):
+    """The TinyImageNet cache is optional: a full disk (torch.save raises RuntimeError) decodes anyway and
+    removes its temporary file."""
+    from PIL import Image
+
+    from utils import data
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(tmp_path / "a.JPEG")
+
+    def full_disk(obj, path):
+        with open(path, "wb") as f:
+            f.write(b"half")
+        raise RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed")
+
+    monkeypatch.setattr(data.torch, "save", full_disk)
+    images, labels = data._tiny_tensors(str(tmp_path), "train", [str(tmp_path / "a.JPEG")], np.zeros(1, np.int64))
+    assert images.shape == (1, 3, 64, 64) and labels.tolist() == [0]
+    assert sorted(os.listdir(tmp_path)) == ["a.JPEG"]

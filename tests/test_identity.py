@@ -146,3 +146,21 @@ def test_truncated_ratio_is_checked_when_reading(tmp_path, monkeypatch, capsys):
     one_line_error(code, err, path, "holds ratio 0.285, not 0.29")
     code, out, _ = cli(monkeypatch, capsys, plot_ratio.main, *table, "--ratios", "0.285")
     assert code == 0 and "50.00" in out
+
+
+def test_imagenet_ratio_swipe_refuses_other_settings(tmp_path, monkeypatch, capsys):
+    """The same check in imagenet_ratio_swipe.py, before any data is read; --overwrite gets past it."""
+    import imagenet_ratio_swipe
+    path = tmp_path / "plots/resnet18/tiny_25.pk"
+    path.parent.mkdir(parents=True)
+    io.save_result(path, {"ratio": 0.25, "train_acc": [1.0], "train_loss": [1.0], "test_acc": [2.0],
+                          "test_loss": [1.0], "seed": 0, "model": "resnet18"})  # written before settings
+    before = path.read_bytes()
+    argv = ["--model", "resnet18", "--data_dir", tmp_path / "no_data", "--device", "cpu", "--no_latency",
+            "--uniform", "--ratios", "0.25", "--epochs", "1", "--save", "tiny", "--seed", "1", *dirs(tmp_path)]
+    code, _, err = cli(monkeypatch, capsys, imagenet_ratio_swipe.main, *argv)
+    one_line_error(code, err, path, "seed: 0 there, 1 now")
+    code, out, err = cli(monkeypatch, capsys, imagenet_ratio_swipe.main, *argv, "--overwrite")
+    assert "replacing a result of other settings" in out
+    one_line_error(code, err, "tinyimagenet")  # past the check, the data set is missing
+    assert path.read_bytes() == before
