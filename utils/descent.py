@@ -250,7 +250,10 @@ def run_search(args, *, datasets, schedule, log=log):
 
     record = io.record_pk_path(args.record_dir, args.save)
     if os.path.exists(record) and not args.overwrite:
-        refusal = _other_settings(record, io.load_pickle(record), args)
+        try:
+            refusal = _other_settings(record, io.load_pickle(record), args)
+        except UserError:
+            refusal = None  # an unreadable record is rewritten at the end, as before
         if refusal is not None:
             raise refusal
     fits, k = [], 0

@@ -21,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from utils.cli import UserError
+from utils.cli import MAX_WIDTH, UserError
 
 # numpy 2 renamed numpy.core to numpy._core. numpy 1.26.1 added a partial numpy._core shim (multiarray,
 # no numeric), so the fallback goes by ImportError, not by version.
@@ -215,7 +215,6 @@ def load_fits(path, num_layers=None):
 def check_fit(alpha, beta, where):
     """alpha in [0, MAX_WIDTH] and |beta| <= MAX_BETA, finite: the widths alpha * tau^beta then stay
     finite numbers for any parameter count the tau search visits (a NaN or 1e308 would not)."""
-    from utils.cli import MAX_WIDTH
     ok = np.all(np.isfinite(alpha)) and np.all(np.isfinite(beta))
     if not (ok and np.all(alpha >= 0) and np.all(alpha <= MAX_WIDTH) and np.all(np.abs(beta) <= MAX_BETA)):
         raise UserError(f"{where}: not a usable fit (alpha must lie in [0, {MAX_WIDTH}] and |beta| <= "

@@ -251,11 +251,12 @@ def finished(path, wanted, overwrite):
             log(f"{path}: unreadable, replacing it (--overwrite)")
             return False
         raise
-    # Results written before settings were stored: compare the top-level keys they hold.
-    stored = {**old, **old.get("settings", {})} if isinstance(old.get("settings"), dict) else \
-        {k: old[k] for k in ("seed", "model", "dataset", "method", "epochs", "widths") if k in old}
+    legacy = not isinstance(old.get("settings"), dict)  # written before results stored their settings
+    stored = {k: old[k] for k in ("seed", "model", "dataset", "method", "epochs", "widths") if k in old} \
+        if legacy else dict(old["settings"])
     stored["ratio"] = float(old["ratio"])
-    keys = [k for k in differing(stored, wanted) if "settings" in old or k in stored]
+    # A legacy result is compared on the keys it holds.
+    keys = [k for k in differing(stored, wanted) if not legacy or k in stored]
     if keys and overwrite:
         log(f"{path}: replacing a result of other settings ({describe(stored, wanted, keys)})")
         return False
