@@ -32,6 +32,9 @@ DEMO_SEARCH = $(DEMO_DATA) --seed 0 --search_ratio $(DEMO_SEARCH_RATIO) --warmup
 DEMO_SWIPE = $(DEMO_DATA) --test_subset $(DEMO_TEST_SUBSET) --batch-size $(DEMO_BATCH) --epochs $(DEMO_EPOCHS) --scale_schedule \
 	--ratios $(DEMO_RATIOS)
 
+# The test-only packages (pytest) come from requirements-test.txt, installed by `make test` only.
+TEST_INSTALLED ?= $(VENV)/.installed-test
+
 .PHONY: demo test
 
 $(VENV)/.installed: requirements.txt
@@ -39,8 +42,12 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
-test: $(INSTALLED)
-	$(PY) -m pytest -q tests
+$(VENV)/.installed-test: $(INSTALLED) requirements-test.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+test: $(TEST_INSTALLED)
+	$(PY) -m pytest tests
 
 # Every step resumes: a second `make demo` reuses what the first one finished.
 demo: $(INSTALLED)

@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from model import build_model
+from model import build_model, get_spec
 from model.gate import Gate
 from utils import io, oneshot, swipe
 from utils.accel import set_precision
@@ -34,9 +34,12 @@ def pretrained_path(args):
                         f"{os.path.join(args.models_dir, args.model, 'NAME_best_model.pt')} "
                         "(train_norm.py --save NAME writes it)")
     if name.endswith((".pt", ".t7")) or os.sep in name:
-        path = name
-    else:
-        path = os.path.join(args.models_dir, args.model, f"{name}_best_model.pt")
+        return name
+    return os.path.join(args.models_dir, args.model, f"{name}_best_model.pt")
+
+
+def check_pretrained(path, args):
+    name = args.resume or args.prune_fname
     if not os.path.isfile(path):
         raise UserError(f"no pre-trained checkpoint {path}; run train_norm.py --model {args.model} "
                         f"--dataset {args.dataset} --save {name} first, or fix --resume/--models_dir")
@@ -51,6 +54,12 @@ def load_pretrained(path, args, num_classes, device):
         raise UserError(f"{path}: not a checkpoint of this project (no architecture/state_dict)")
     if arch.get("model") != args.model:
         raise UserError(f"{path} holds a {arch.get('model')} network, not --model {args.model}")
+    default = list(get_spec(args.model).DEFAULT_WIDTHS)
+    if list(arch.get("widths") or []) != default:
+        # The budget and the result's name (ratio 0.75) are relative to the default network.
+        raise UserError(f"{path} holds a {args.model} of widths {list(arch.get('widths') or [])}, not the "
+                        f"default widths {default}; fine_tune.py prunes a pre-trained default network "
+                        f"(train_norm.py writes one)")
     if arch.get("num_classes") != num_classes:
         raise UserError(f"{path} was trained for {arch.get('num_classes')} classes, --dataset {args.dataset} "
                         f"has {num_classes}")
@@ -94,10 +103,14 @@ def main(argv=None):
     epochs = args.epochs or swipe.default_epochs(args.dataset, 40, 20)
     num_classes = NUM_CLASSES[args.dataset]
     path = io.result_path(args.plots_dir, args.model, args.save, args.ratio)
-    if os.path.exists(path):
-        swipe.log(f"{path} exists, nothing to do")
-        return
     source = pretrained_path(args)
+    # The widths follow from the pre-trained network and --method; they are compared on resume.
+    settings = {**swipe.fingerprint_of(args, method=method, ratio=args.ratio, schedule="constant",
+                                       pretrained=source), "epochs": epochs}
+    if swipe.finished(path, settings, args.overwrite):
+        swipe.log(f"{path} exists, nothing to do (same settings)")
+        return
+    check_pretrained(source, args)
     args = swipe.with_seed(args, checkpoints=[swipe.checkpoint_paths(
         args.models_dir, args.model, f"{args.save}_{io.ratio_tag(args.ratio)}")[0]])
     set_precision(device, args.precision)
@@ -140,7 +153,7 @@ def main(argv=None):
                "dense_params": int(dense_params), "masked": True, "pretrained": source,
                "pruned_test_acc": float(pruned_test["acc"]),
                "pruned_test_acc_dataset": float(pruned_test["acc_dataset"]),
-               "latency_ms_physical": physical})
+               "latency_ms_physical": physical, "settings": {**fingerprint, "epochs": epochs}})
     io.save_result(path, result)
     swipe.log(f"{name}: best test acc {result['best_test_acc']:.2f}; wrote {path}")
     del net

@@ -10,7 +10,7 @@ import numpy as np
 
 from model import get_spec
 from utils import io
-from utils.cli import MODEL_NAMES, UserError, check_pair, make_parser, run_main, writable_dir
+from utils.cli import MODEL_NAMES, UserError, check_pair, check_run_name, make_parser, run_main, writable_dir
 from utils.data import NUM_CLASSES
 from utils.descent import param_pk_path
 from utils.fit import fit_power_law
@@ -31,8 +31,30 @@ def parse_args():
     return parser.parse_args()
 
 
+def fit(path, rows, args):
+    """(alpha, beta) of one record; a record that cannot be fitted is a UserError naming it."""
+    try:
+        alpha, beta = fit_power_law(rows, args.model, NUM_CLASSES[args.dataset], exact=args.exact)
+    except UserError as err:
+        raise UserError(f"{path}: {err}") from None
+    except np.linalg.LinAlgError:  # every row has the same parameter count
+        raise UserError(f"{path}: cannot fit a power law (every row has the same parameter count)") from None
+    io.check_fit(alpha, beta, path)
+    return alpha, beta
+
+
+def kept_settings(path):
+    """The search settings stored in a fit this script rewrites (a re-fit keeps its run's identity)."""
+    try:
+        data = io.load_pickle(path)
+    except UserError:
+        return {}
+    return {"settings": data["settings"]} if isinstance(data, dict) and "settings" in data else {}
+
+
 def main():
     args = parse_args()
+    check_run_name(args.prune_fname, "--prune_fname")
     check_pair(args.model, args.dataset, tuple(NUM_CLASSES))
     if args.iterations is not None and args.iterations < 1:
         raise UserError(f"--iterations must be at least 1, got {args.iterations}")
@@ -46,19 +68,17 @@ def main():
             break
         paths.append(path)
         k += 1
-    records = [io.read_prune_csv(path, num_layers) for path in paths]  # all checked before writing
+    records = [io.read_prune_csv(path, num_layers) for path in paths]
+    fits = [fit(path, rows, args) for path, rows in zip(paths, records)]  # every fit before any write
     writable_dir(args.record_dir)
-    fits = []
     with np.printoptions(precision=6, linewidth=200):
-        for k, rows in enumerate(records):
-            alpha, beta = fit_power_law(rows, args.model, NUM_CLASSES[args.dataset], exact=args.exact)
-            io.save_pickle({"train_alpha": alpha, "train_beta": beta},
-                           param_pk_path(args.record_dir, args.prune_fname, k))
-            fits.append((alpha, beta))
+        for k, (rows, (alpha, beta)) in enumerate(zip(records, fits)):
+            path = param_pk_path(args.record_dir, args.prune_fname, k)
+            io.save_pickle({"train_alpha": alpha, "train_beta": beta, **kept_settings(path)}, path)
             note = "" if any(beta) else "  (fewer than 6 rows: fallback, beta = 0)"
             print(f"iteration {k} ({len(rows)} rows){note}\n  alpha = {alpha}\n  beta  = {beta}")
     record = io.record_pk_path(args.record_dir, args.prune_fname)
-    io.save_fits(record, fits)
+    io.save_fits(record, fits, kept_settings(record).get("settings"))
     print(f"wrote {record} ({len(fits)} iterations)")
 
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from model import MODELS
 from utils import io
-from utils.cli import UserError, add_common_args, check_pair, make_parser, run_main, writable_dir
+from utils.cli import (UserError, add_common_args, check_pair, check_ratios, check_widths, make_parser,
+                       run_main, writable_dir)
 from utils.data import NUM_CLASSES
 from utils.params import built_params
 
@@ -43,8 +44,7 @@ def configurations(args):
     """Yield (descent_idx, ratio, widths) for every requested row."""
     spec, num_classes = MODELS[args.model], NUM_CLASSES[args.dataset]
     ratios = args.ratios or (TINY_RATIOS if args.dataset == "tinyimagenet" else CIFAR_RATIOS)
-    if any(r <= 0 for r in ratios):
-        raise UserError(f"--ratios must be positive, got {ratios}")
+    check_ratios(ratios)
     common = dict(num_classes=num_classes, exact=args.exact, convcut=args.convcut)
     if args.method == "uniform":
         for r in ratios:
@@ -115,6 +115,8 @@ def main(argv=None):
         writable_dir(args.figs_dir)
     num_classes = NUM_CLASSES[args.dataset]
     rows = list(configurations(args))
+    for idx, ratio, widths in rows:
+        check_widths(widths, f"{args.model} at ratio {ratio:g}")
     for idx, ratio, widths in rows:
         params = built_params(args.model, widths, num_classes, convcut=args.convcut)
         if args.json:

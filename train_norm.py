@@ -5,8 +5,6 @@ Writes <plots_dir>/<model>/<save>_100.pk (curves), <models_dir>/<model>/<save>_c
 gates are all-ones identities here (never trained); they are built so that fine_tune.py can mask them.
 Epochs follow the authors' override: 300 (CIFAR-like, x0.1 at 100/200/250), 150 on TinyImageNet.
 """
-import os
-
 from model import build_model, get_spec
 from utils import io, swipe
 from utils.accel import set_precision
@@ -29,17 +27,19 @@ def main(argv=None):
     device = resolve_device(args.device)
     epochs = args.epochs or swipe.default_epochs(args.dataset, 300, 150)
     path = io.result_path(args.plots_dir, args.model, args.save, RATIO)
-    if os.path.exists(path):
-        swipe.log(f"{path} exists, nothing to do")
-        return
     num_classes = NUM_CLASSES[args.dataset]
     widths = list(get_spec(args.model).DEFAULT_WIDTHS)
+    schedule = swipe.schedule_for(args.dataset)
+    fingerprint = swipe.fingerprint_of(args, method="uniform", ratio=RATIO, widths=widths, schedule=schedule)
+    settings = {**fingerprint, "epochs": epochs}
+    if swipe.finished(path, settings, args.overwrite):
+        swipe.log(f"{path} exists, nothing to do (same settings)")
+        return
     checkpoint, best = swipe.checkpoint_paths(args.models_dir, args.model, args.save)
     args = swipe.with_seed(args, checkpoints=[checkpoint])
     set_precision(device, args.precision)
     train_loader, test_loader = swipe.load_data(args, device)
     swipe.output_dirs(args)
-    schedule = swipe.schedule_for(args.dataset)
     set_seed(swipe.init_seed(args.seed, RATIO))
     net = prepare_model(build_model(args.model, widths, num_classes, gates=True, bn_init=args.bn_init), device)
     name = f"{args.model} {args.dataset} train_norm seed={args.seed}"
@@ -50,7 +50,8 @@ def main(argv=None):
                                 fingerprint=fingerprint, name=name, **swipe.run_options(args))
     latency = swipe.latency_of(net, args, device)
     result = swipe.make_result(ratio=RATIO, curves=curves, net=net, widths=widths, latency_ms=latency,
-                               args=args, method="uniform", epochs=epochs)
+                               args=args, method="uniform", epochs=epochs,
+                               extra={"settings": {**fingerprint, "epochs": epochs}})
     io.save_result(path, result)
     swipe.log(f"{name}: best model {best}; wrote {path}")
 

@@ -1,10 +1,15 @@
 """What every script shares: one-line errors, the common flags, the device, output folders."""
 import argparse
+import math
 import os
 import sys
 import tempfile
 
 MODEL_NAMES = ("vgg", "resnet18", "mobilenetv2")
+# The widest layer any script builds. A 3x3 convolution between two layers of 2**16 units holds
+# 3.9e10 weights, 155 GB in fp32: more than one H200 (141 GB) holds before gradients and momentum.
+# The paper's widest layer is 2560 (MobileNetV2's 1280 at ratio 2).
+MAX_WIDTH = 2 ** 16
 CIFAR_LIKE = ("CIFAR10", "CIFAR100", "FashionMNIST", "synthetic")
 
 
@@ -60,6 +65,38 @@ def add_common_args(parser):
     parser.add_argument("--models_dir", default="saved_models", help="checkpoints")
     parser.add_argument("--figs_dir", default="savefigs", help="figures")
     return parser
+
+
+def check_positive(flag, value):
+    """A finite number above 0 (NaN and inf pass a plain `value <= 0` test)."""
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"{flag} must be positive and finite, got {value:g}")
+    return value
+
+
+def check_ratios(ratios, flag="--ratios"):
+    """Width ratios: finite and positive. Every script that takes --ratios calls this once."""
+    for ratio in ratios:
+        check_positive(flag, ratio)
+    return ratios
+
+
+def check_widths(widths, what):
+    """Refuse a configuration wider than MAX_WIDTH before anything is allocated or created."""
+    widest = max(widths)
+    if widest > MAX_WIDTH:
+        raise UserError(f"{what}: a layer of {widest:,} units, more than the {MAX_WIDTH:,} this project "
+                        f"builds (its weights would not fit in memory); use a smaller ratio")
+    return widths
+
+
+def check_run_name(name, flag="--save"):
+    """A run name is the stem of output files inside the output folders: a plain file name, so no
+    output can land outside them."""
+    if not name or name in (".", "..") or "/" in name or os.sep in name or "\0" in name:
+        raise UserError(f"{flag} is a run name, a plain file name, not a path: {name!r} (the folders "
+                        "are --plots_dir, --models_dir, --record_dir)")
+    return name
 
 
 def resolve_device(name):

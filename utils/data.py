@@ -517,13 +517,16 @@ def _tiny_tensors(root, split, paths, labels):
     with ThreadPoolExecutor(min(16, os.cpu_count() or 1)) as pool:  # PIL releases the GIL while decoding
         images = torch.from_numpy(np.stack(list(pool.map(_decode, paths)))).permute(0, 3, 1, 2).contiguous()
     labels = torch.from_numpy(labels)
+    tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=root, prefix=".cache-", suffix=".pt")
         os.close(fd)
         torch.save({"files": files, "images": images, "labels": labels}, tmp)
         os.replace(tmp, cache)
-    except OSError:
-        pass  # a read-only data folder: decode on every run instead
+    except (OSError, RuntimeError):  # torch.save reports a full disk as a RuntimeError
+        if tmp is not None:  # a read-only or full data folder: decode on every run instead
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     return images, labels
 
 

@@ -22,7 +22,8 @@ from tqdm import tqdm
 from model import build_model, gates_of, get_spec
 from utils import data, io, train
 from utils.accel import set_precision
-from utils.cli import UserError, add_common_args, check_pair, resolve_device, writable_dir
+from utils.cli import (UserError, add_common_args, check_pair, check_positive, check_run_name, resolve_device,
+                       writable_dir)
 from utils.fit import fit_power_law
 from utils.params import count_params
 from utils.prune import TaylorFOPruner
@@ -66,6 +67,9 @@ def add_search_args(parser, *, datasets, model, dataset, batch_size, prune_every
     add_precision_args(parser)
     parser.add_argument("--same_norm", action="store_true",
                         help="normalise with the training scripts' constants (opt-in correction)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="recompute the iterations of this --save written under other search settings "
+                             "(default: refuse them)")
     add_common_args(parser)
     return parser
 
@@ -116,13 +120,36 @@ def _settings(args):
         raise UserError("--warmup and --seed must be non-negative")
     if not 0 < args.prune_fraction < 1:
         raise UserError(f"--prune_fraction must be between 0 and 1, got {args.prune_fraction}")
-    if not args.search_ratio > 0:
-        raise UserError(f"--search_ratio must be positive, got {args.search_ratio}")
-    if args.lr <= 0:
-        raise UserError(f"--lr must be positive, got {args.lr}")
-    if "/" in args.save or not args.save:
-        raise UserError(f"--save is a run name, not a path: {args.save!r} (use --record_dir for the folder)")
+    check_positive("--search_ratio", args.search_ratio)
+    check_positive("--lr", args.lr)
+    check_run_name(args.save)
     return args
+
+
+# What a finished iteration depends on, stored in every fit it writes. Not --epochs or --iterations:
+# they bound the search; a finished iteration is the same under a larger bound.
+SEARCH_SETTINGS = ("model", "dataset", "seed", "lr", "momentum", "weight_decay", "warmup", "batch_size",
+                   "prune_every", "prune_per_step", "prune_fraction", "search_ratio", "exact", "subset",
+                   "loader", "precision", "bn_init", "same_norm", "morph")
+
+
+def search_settings(args):
+    return {k: getattr(args, k) for k in SEARCH_SETTINGS}
+
+
+def _other_settings(path, data, args):
+    """None when the fit at `path` was written under these settings (or stores none: written before
+    settings were stored), else the UserError that refuses it."""
+    stored = data.get("settings") if isinstance(data, dict) else None
+    if not isinstance(stored, dict):
+        return None
+    wanted = search_settings(args)
+    keys = [k for k in wanted if not (k == "seed" and wanted[k] is None) and stored.get(k) != wanted[k]]
+    if not keys:
+        return None
+    changes = ", ".join(f"{k}: {stored.get(k)!r} there, {wanted[k]!r} now" for k in keys)
+    return UserError(f"{path} is a search record of other settings ({changes}); use another --save, "
+                     f"or --overwrite to recompute it")
 
 
 def _load_iteration(args, k, num_layers, log):
@@ -133,6 +160,12 @@ def _load_iteration(args, k, num_layers, log):
         return None
     io.read_prune_csv(csv_path, num_layers)  # refuse a record of another model
     fit = io.load_pickle(pk_path)
+    refusal = _other_settings(pk_path, fit, args)
+    if refusal is not None and args.overwrite:
+        log(f"iteration {k}: {pk_path} has other settings; recomputing from here (--overwrite)")
+        return None
+    if refusal is not None:
+        raise refusal
     try:
         alpha, beta = (np.asarray(fit[key], dtype=np.float64) for key in ("train_alpha", "train_beta"))
     except (KeyError, TypeError, ValueError) as err:
@@ -140,6 +173,7 @@ def _load_iteration(args, k, num_layers, log):
     if alpha.shape != (num_layers,) or beta.shape != (num_layers,):
         raise UserError(f"{pk_path}: holds {alpha.size} layers, {args.model} has {num_layers}; "
                         f"it belongs to another search (choose another --save)")
+    io.check_fit(alpha, beta, pk_path)
     log(f"iteration {k}: resumed from {csv_path} and {pk_path}")
     return alpha, beta
 
@@ -186,6 +220,9 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
         stats = train.train_epoch(model, epochs, epoch, optimizer, device,
                                   after_step=after_step if epoch > args.warmup else None,
                                   precision=args.precision, desc=f"iteration {k} epoch {epoch}")
+        if not np.isfinite(stats["loss"]):  # NaN criteria would prune nothing and record garbage
+            raise UserError(f"iteration {k}: the training loss became {stats['loss']} at epoch {epoch} "
+                            f"(lr {lr:g}); lower --lr")
         log(f"iteration {k} epoch {epoch}: lr {lr:.4g} loss {stats['loss']:.4f} acc {stats['acc']:.2f} "
             f"units left {pruner.total - pruner.pruned}/{pruner.total}")
         if pruner.finished:
@@ -202,13 +239,15 @@ def log(line):
     sys.stdout.flush()
 
 
-def _same_fits(record, fits, num_layers):
+def _same_fits(record, fits, num_layers, settings):
     """A finished search run again leaves its record untouched (no rewrite, same mtime)."""
     if not os.path.exists(record):
         return False
     try:
         old = io.load_fits(record, num_layers)
     except UserError:
+        return False
+    if io.load_pickle(record).get("settings") != settings:
         return False
     return len(old) == len(fits) and all(np.array_equal(a, b) and np.array_equal(c, d)
                                          for (a, c), (b, d) in zip(old, fits))
@@ -223,6 +262,14 @@ def run_search(args, *, datasets, schedule, log=log):
     num_classes = data.NUM_CLASSES[args.dataset]
     num_layers = len(get_spec(args.model).DEFAULT_WIDTHS)
 
+    record = io.record_pk_path(args.record_dir, args.save)
+    if os.path.exists(record) and not args.overwrite:
+        try:
+            refusal = _other_settings(record, io.load_pickle(record), args)
+        except UserError:
+            refusal = None  # an unreadable record is rewritten at the end, as before
+        if refusal is not None:
+            raise refusal
     if args.seed is None:  # a resumed search keeps the seed its finished iterations stored
         args = argparse.Namespace(**{**vars(args), "seed": train.choose_seed(None, _stored_seeds(args), log)})
     set_precision(device, args.precision)
@@ -244,17 +291,17 @@ def run_search(args, *, datasets, schedule, log=log):
         rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log)
         alpha, beta = fit_power_law(rows, args.model, num_classes, exact=args.exact)
         io.write_prune_csv(io.record_csv_path(args.record_dir, args.save, k), rows)
-        io.save_pickle({"train_alpha": alpha, "train_beta": beta, "seed": args.seed},
+        io.save_pickle({"train_alpha": alpha, "train_beta": beta, "seed": args.seed,
+                        "settings": search_settings(args)},
                        param_pk_path(args.record_dir, args.save, k))
         log(f"iteration {k}: {len(rows)} rows recorded, final widths {list(rows[-1])}"
             + ("" if any(beta) else " (fewer than 6 rows: the authors' fallback fit, beta = 0)"))
         fits.append((alpha, beta))
 
-    record = io.record_pk_path(args.record_dir, args.save)
-    if _same_fits(record, fits, num_layers):
+    if _same_fits(record, fits, num_layers, search_settings(args)):
         log(f"{record} is up to date ({len(fits)} iterations)")
     else:
-        io.save_fits(record, fits)
+        io.save_fits(record, fits, settings=search_settings(args))
         log(f"wrote {record} ({len(fits)} iterations)")
     if args.morph:
         last = io.read_prune_csv(io.record_csv_path(args.record_dir, args.save, 0), num_layers)[-1]

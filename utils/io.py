@@ -16,10 +16,24 @@ import os
 import pickle
 import tempfile
 
+import math
+import numbers
+
 import numpy as np
 
-from utils.cli import UserError
+from utils.cli import MAX_WIDTH, UserError
 
+# numpy 2 renamed numpy.core to numpy._core. numpy 1.26.1 added a partial numpy._core shim (multiarray,
+# no numeric), so the fallback goes by ImportError, not by version.
+try:
+    from numpy._core import _multiarray_umath, multiarray, numeric
+except ImportError:  # numpy 1.x
+    from numpy.core import _multiarray_umath, multiarray, numeric
+_NUMPY_MODULES = {"multiarray": multiarray, "numeric": numeric, "_multiarray_umath": _multiarray_umath}
+
+# A width grows like tau^beta; the authors' fits have 0.16 <= beta <= 1.8. Beyond 10, tau^beta overflows
+# float64 for a tau of 1e31, which the tau search never reaches.
+MAX_BETA = 10.0
 RESULT_KEYS = ("ratio", "train_acc", "train_loss", "test_acc", "test_loss")
 PICKLE_PROTOCOL = 4  # numpy arrays then pickle via _reconstruct, readable by the authors' numpy 1
 
@@ -44,9 +58,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
             return getattr(numpy.dtypes, name)
         for prefix in ("numpy.core.", "numpy._core."):
             if module.startswith(prefix) and (module[len(prefix):], name) in _NUMPY_GLOBALS:
-                import numpy._core.multiarray
-                import numpy._core.numeric
-                return getattr(getattr(np._core, module[len(prefix):]), name)
+                return getattr(_NUMPY_MODULES[module[len(prefix):]], name)
         raise pickle.UnpicklingError(f"refusing {module}.{name}")
 
 
@@ -67,11 +79,15 @@ def load_pickle(path):
 
 @contextlib.contextmanager
 def atomic_write(path, mode="wb"):
-    """Write to a temporary file next to `path`, then rename it into place."""
+    """Write to a temporary file next to `path`, then rename it into place. A failed write (a full
+    disk) removes its temporary file and is a UserError; temporary files of `path` that a killed
+    process left behind are removed first."""
     folder = os.path.dirname(path) or "."
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        _remove_stale_tmps(folder, os.path.basename(path))
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.{os.getpid()}.",
+                                   suffix=".tmp")
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror or err}") from None
     try:
@@ -81,10 +97,35 @@ def atomic_write(path, mode="wb"):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file normal permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise UserError(f"cannot write {path}: {err.strerror or err}") from None
         raise
+
+
+def _remove_stale_tmps(folder, name):
+    """Remove .<name>.<pid>.*.tmp files whose writer process is gone (killed mid-write). A live
+    writer's file is left alone: its pid still runs."""
+    prefix = f".{name}."
+    for entry in os.listdir(folder):
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        pid = entry[len(prefix):].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, entry))
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _umask():
@@ -138,10 +179,12 @@ def read_prune_csv(path, num_layers=None):
     return np.array(rows, dtype=np.int64)
 
 
-def save_fits(path, fits):
-    """{"param": [[alpha, beta], ...]} as the authors wrote it."""
-    save_pickle({"param": [[np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)]
-                           for a, b in fits]}, path)
+def save_fits(path, fits, settings=None):
+    """{"param": [[alpha, beta], ...]} as the authors wrote it, plus the search's "settings" if given."""
+    record = {"param": [[np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)] for a, b in fits]}
+    if settings is not None:
+        record["settings"] = settings
+    save_pickle(record, path)
 
 
 def resolve_record(record_dir, prune_fname):
@@ -161,11 +204,21 @@ def load_fits(path, num_layers=None):
         raise UserError(f"{path}: not a search record ({{'param': [[alpha, beta], ...]}}): {err}") from None
     if not fits:
         raise UserError(f"{path}: the search record holds no iterations")
-    for alpha, beta in fits:
+    for k, (alpha, beta) in enumerate(fits):
         if alpha.shape != beta.shape or alpha.ndim != 1 or (num_layers and alpha.size != num_layers):
             raise UserError(f"{path}: alpha/beta must be vectors of {num_layers or 'equal'} length, "
                             f"got {alpha.shape} and {beta.shape}")
+        check_fit(alpha, beta, f"{path}, iteration {k}")
     return fits
+
+
+def check_fit(alpha, beta, where):
+    """alpha in [0, MAX_WIDTH] and |beta| <= MAX_BETA, finite: the widths alpha * tau^beta then stay
+    finite numbers for any parameter count the tau search visits (a NaN or 1e308 would not)."""
+    ok = np.all(np.isfinite(alpha)) and np.all(np.isfinite(beta))
+    if not (ok and np.all(alpha >= 0) and np.all(alpha <= MAX_WIDTH) and np.all(np.abs(beta) <= MAX_BETA)):
+        raise UserError(f"{where}: not a usable fit (alpha must lie in [0, {MAX_WIDTH}] and |beta| <= "
+                        f"{MAX_BETA:g}, all finite); got alpha {alpha.tolist()}, beta {beta.tolist()}")
 
 
 def select_fit(fits, descent_idx, path):
@@ -178,11 +231,27 @@ def select_fit(fits, descent_idx, path):
 # -- training curves ---------------------------------------------------------------------------------
 
 def ratio_tag(ratio):
-    return int(ratio * 100)  # the authors' file suffix; 0.25 -> 25
+    return int(ratio * 100)  # the authors' file suffix; 0.25 -> 25, and 0.29 -> 28 (truncated)
 
 
 def result_path(plots_dir, model, save, ratio):
     return os.path.join(plots_dir, model, f"{save}_{ratio_tag(ratio)}.pk")
+
+
+def distinct_ratios(ratios, path_of):
+    """The ratios without repeats; two different ratios whose files have one name (0.12 and 0.125 both
+    become _12) are a UserError naming both and the file. path_of(ratio) -> result path."""
+    by_tag = {}
+    for ratio in ratios:
+        other = by_tag.setdefault(ratio_tag(ratio), ratio)
+        if other != ratio:
+            raise UserError(f"ratios {other:g} and {ratio:g} would share the result file {path_of(ratio)} "
+                            f"(named by int(ratio * 100)); run them under different --save names")
+    return list(by_tag.values())
+
+
+def same_ratio(a, b):
+    return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
 
 
 def save_result(path, result):
@@ -192,8 +261,26 @@ def save_result(path, result):
     save_pickle(result, path)
 
 
-def load_result(path):
+def load_result(path, ratio=None):
+    """A result pickle, checked: the authors' keys, numeric curves, a numeric or absent latency_ms and,
+    when `ratio` is given, the ratio stored in it (file names truncate: 0.29 and 0.285 are both _28)."""
     data = load_pickle(path)
     if not isinstance(data, dict) or any(k not in data for k in RESULT_KEYS):
         raise UserError(f"{path}: not a training-curve pickle (needs keys {', '.join(RESULT_KEYS)})")
+    for key in RESULT_KEYS[1:]:
+        try:
+            curve = np.asarray(data[key], dtype=np.float64)
+        except (TypeError, ValueError):
+            curve = None
+        if curve is None or curve.ndim != 1:
+            raise UserError(f"{path}: {key} must be a list of numbers, one per epoch")
+    latency = data.get("latency_ms")
+    if latency is not None and (isinstance(latency, bool) or not isinstance(latency, numbers.Real)):
+        raise UserError(f"{path}: latency_ms must be a number or None, got {latency!r}")
+    stored = data["ratio"]
+    if isinstance(stored, bool) or not isinstance(stored, numbers.Real):
+        raise UserError(f"{path}: ratio must be a number, got {stored!r}")
+    if ratio is not None and not same_ratio(stored, ratio):
+        raise UserError(f"{path} holds ratio {float(stored):g}, not {ratio:g} (file names truncate the ratio "
+                        f"to int(ratio * 100)); use another --save for one of them")
     return data

@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from utils.cli import UserError
+
 
 class TaylorFOPruner:
     """Drive with `step()` after every optimizer step (the gates' .grad must hold that minibatch's
@@ -101,6 +103,9 @@ class TaylorFOPruner:
         self.last_criterion = criterion.cpu()
         live = self.mask.bool()
         low, high = criterion[live].min().item(), criterion[live].max().item()
+        if not (math.isfinite(low) and math.isfinite(high)):  # a NaN threshold would prune nothing
+            raise UserError(f"the Taylor criterion became {high if math.isfinite(low) else low} at prune "
+                            f"step {self.steps_done} (the gradients diverged); lower --lr")
 
         ok, start = True, 0
         for layer, (param, size) in enumerate(zip(self.params, self.sizes)):

@@ -18,7 +18,7 @@ import numpy as np
 
 from model import MODELS
 from utils import io
-from utils.cli import UserError, add_common_args, resolve_device, writable_dir
+from utils.cli import UserError, add_common_args, check_ratios, check_widths, resolve_device, writable_dir
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import built_params, count_params
 
@@ -184,7 +184,7 @@ def read_seeds(plots_dir, model, name, ratio, seeds, widths=None, log=None):
         path = result_file(plots_dir, model, name, seed, ratio)
         if not os.path.isfile(path):
             continue
-        curve = io.load_result(path)
+        curve = io.load_result(path, ratio)
         stored = curve.get("seed")  # the seed the run used (the authors' pickles have none)
         if stored is not None and log is not None:
             if int(stored) in run_seeds:
@@ -254,7 +254,7 @@ def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, lo
             log(f"note: {m.label} left out: no result files like {example}")
             continue
         for r in m_ratios:
-            widths = [int(w) for w in m.widths(r)]
+            widths = check_widths([int(w) for w in m.widths(r)], f"{m.label} at ratio {r:g}")
             row = Row(m.key, m.label, float(r), widths,
                       built_params(model, widths, num_classes, convcut=m.convcut))
             summarise(row, read_seeds(plots_dir, model, m.name, r, seeds,
@@ -465,9 +465,8 @@ def add_output_args(parser):
 
 
 def checked_ratios(args, dataset):
-    ratios = args.ratios or default_ratios(dataset)
-    if any(r <= 0 for r in ratios):
-        raise UserError(f"--ratios must be positive, got {ratios}")
+    ratios = io.distinct_ratios(check_ratios(args.ratios or default_ratios(dataset)),
+                                lambda r: f"<name>_<seed>_{io.ratio_tag(r)}.pk")
     if any(s < 0 for s in args.seeds):
         raise UserError(f"--seeds must be non-negative, got {args.seeds}")
     return ratios

@@ -16,6 +16,7 @@ accuracy as the mean over minibatches of the per-batch %), plus dataset-level ac
 params (the built network's trainable parameters, gates excluded), latency and provenance.
 """
 import argparse
+import math
 import os
 import time
 
@@ -25,7 +26,8 @@ import torch
 from model import BN_INITS, architecture, build_model, get_spec
 from utils import io
 from utils.accel import PRECISIONS, set_precision
-from utils.cli import UserError, add_common_args, check_pair, make_parser, resolve_device, writable_dir
+from utils.cli import (UserError, add_common_args, check_pair, check_positive, check_ratios, check_run_name,
+                       check_widths, make_parser, resolve_device, writable_dir)
 from utils.data import IMAGE_SIZE, NUM_CLASSES, TEST_ORDERS, get_loaders
 from utils.latency import measure_latency
 from utils.params import actual_params, count_params
@@ -112,6 +114,9 @@ def add_recipe_args(parser, *, datasets, default_dataset, models, default_model,
                         help="shuffled: the test set in a fresh order each epoch, drawn from --seed (the "
                              "authors' CIFAR/Fashion-MNIST loaders; it moves the per-batch-mean accuracy; "
                              "TinyImageNet is never shuffled, as theirs); fixed: file order")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a result or checkpoint of this --save written under other settings "
+                             "(default: refuse it; the same settings are skipped or resumed either way)")
     parser.add_argument("--scale_schedule", action="store_true",
                         help="put the authors' LR decays at the same fractions of --epochs (for short "
                              "runs; default: the paper's fixed decay epochs)")
@@ -143,8 +148,11 @@ def check_recipe_args(args, datasets, models):
                         ("--test_subset", args.test_subset)):
         if value is not None and value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
-    if args.lr <= 0:
-        raise UserError(f"--lr must be positive, got {args.lr}")
+    check_positive("--lr", args.lr)
+    for flag, value in (("--momentum", args.momentum), ("--weight_decay", args.weight_decay)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UserError(f"{flag} must be a finite number of at least 0, got {value:g}")
+    check_run_name(args.save)
 
 
 def add_swipe_args(parser, ratios):
@@ -220,14 +228,14 @@ def plan_widths(args, method, ratios, num_classes, pruned_filters):
         info = {"prune_fname": source, "pruned_widths": list(kwargs["pruned_widths"])}
     elif method == "convcut" and args.model == "vgg":
         raise UserError("--convcut applies to resnet18 and mobilenetv2 (VGG has no shortcuts)")
-    plans, seen = [], set()
+    plans = []
+    ratios = io.distinct_ratios(check_ratios(ratios),
+                                lambda r: io.result_path(args.plots_dir, args.model, args.save, r))
     for ratio in ratios:
-        if not ratio > 0:
-            raise UserError(f"--ratios must be positive, got {ratio:g}")
-        if io.ratio_tag(ratio) in seen:
-            continue
-        seen.add(io.ratio_tag(ratio))
-        widths = [int(w) for w in spec.prepare_filters(ratio, **kwargs)]
+        check_widths(spec.prepare_filters(ratio, num_classes=num_classes),
+                     f"{args.model} at ratio {ratio:g}")  # before a huge tau search
+        widths = check_widths([int(w) for w in spec.prepare_filters(ratio, **kwargs)],
+                              f"{args.model} {method} at ratio {ratio:g}")
         if method in ("neuralscale", "morph"):
             flat_fit = method == "neuralscale" and not np.any(kwargs["beta"])
             warn_off_budget(args.model, ratio, widths, num_classes, spec, method, flat_fit)
@@ -259,6 +267,47 @@ def checkpoint_paths(models_dir, model_name, stem):
 def run_paths(args, ratio):
     """(checkpoint, best weights) of one ratio of a swipe."""
     return checkpoint_paths(args.models_dir, args.model, f"{args.save}_{io.ratio_tag(ratio)}")
+def differing(stored, wanted):
+    """The names of the settings in `wanted` that `stored` holds otherwise (or lacks). A seed the user
+    did not give (None) matches any stored seed."""
+    return [k for k in wanted if not (k == "seed" and wanted[k] is None)
+            and (k not in stored or stored[k] != wanted[k])]
+
+
+def describe(stored, wanted, keys):
+    return ", ".join(f"{k}: {stored.get(k)!r} there, {wanted[k]!r} now" for k in keys)
+
+
+def other_settings(path, what, stored, wanted, keys):
+    return UserError(f"{path} is {what} of other settings ({describe(stored, wanted, keys)}); use another "
+                     f"--save, or --overwrite to replace it")
+
+
+def finished(path, wanted, overwrite):
+    """True when the result `path` holds this very run (skip it), False when there is none or when
+    --overwrite replaces one of other settings; a result of other settings is refused. `wanted` holds
+    the run's settings and its ratio (a file name truncates the ratio, the pickle keeps it)."""
+    if not os.path.exists(path):
+        return False
+    try:
+        old = io.load_result(path)
+    except UserError:
+        if overwrite:
+            log(f"{path}: unreadable, replacing it (--overwrite)")
+            return False
+        raise
+    legacy = not isinstance(old.get("settings"), dict)  # written before results stored their settings
+    stored = {k: old[k] for k in ("seed", "model", "dataset", "method", "epochs", "widths") if k in old} \
+        if legacy else dict(old["settings"])
+    stored["ratio"] = float(old["ratio"])
+    # A legacy result is compared on the keys it holds.
+    keys = [k for k in differing(stored, wanted) if not legacy or k in stored]
+    if keys and overwrite:
+        log(f"{path}: replacing a result of other settings ({describe(stored, wanted, keys)})")
+        return False
+    if keys:
+        raise other_settings(path, "a result", stored, wanted, keys)
+    return True
 
 
 def _resume(net, optimizer, path, device, fingerprint, epochs):
@@ -271,13 +320,12 @@ def _resume(net, optimizer, path, device, fingerprint, epochs):
         old = dict(old)
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{path}: not a checkpoint of this project ({err}); delete it to start over") from None
-    changed = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+    changed = differing(old, fingerprint) + sorted(set(old) - set(fingerprint))
     if changed:
-        key = changed[0]
-        raise UserError(f"{path} belongs to a different run ({key}: {old.get(key)!r} there, "
-                        f"{fingerprint.get(key)!r} now); use the same flags, another --save, or delete it")
+        raise other_settings(path, "a checkpoint", old, {**dict.fromkeys(old), **fingerprint}, changed)
     if done > epochs:
-        raise UserError(f"{path} is at epoch {done}, past --epochs {epochs}; delete it or raise --epochs")
+        raise UserError(f"{path} is at epoch {done}, past --epochs {epochs}; raise --epochs, use another "
+                        f"--save, or --overwrite to start over")
     try:
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -287,16 +335,27 @@ def _resume(net, optimizer, path, device, fingerprint, epochs):
 
 
 def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, momentum, weight_decay,
-              checkpoint_path, best_path, fingerprint, name, precision="fp32", scale_schedule=False):
+              checkpoint_path, best_path, fingerprint, name, precision="fp32", scale_schedule=False,
+              overwrite=False):
     """Train `net` (already on `device`, see prepare_model) for `epochs`, resuming from
-    `checkpoint_path` when it holds this run (same fingerprint). Returns the curves (lists, one value per
-    epoch) and the best epoch."""
+    `checkpoint_path` when it holds this run (same fingerprint). A checkpoint of another run is
+    refused, or with `overwrite` left to be replaced. Returns the curves (lists, one value per epoch)
+    and the best epoch."""
+    initial_state = {k: v.clone() for k, v in net.state_dict().items()} if overwrite else None
     optimizer = make_optimizer(net, lr, momentum, weight_decay)
     start, curves, (best_acc, best_epoch) = 1, {k: [] for k in CURVE_KEYS}, (-1.0, 0)
     if os.path.exists(checkpoint_path):
-        start, curves, (best_acc, best_epoch) = _resume(net, optimizer, checkpoint_path, device,
-                                                        fingerprint, epochs)
-        log(f"{name}: resuming from {checkpoint_path} at epoch {start}")
+        try:
+            start, curves, (best_acc, best_epoch) = _resume(net, optimizer, checkpoint_path, device,
+                                                            fingerprint, epochs)
+            log(f"{name}: resuming from {checkpoint_path} at epoch {start}")
+        except UserError as err:
+            if not overwrite:
+                raise
+            log(f"{name}: starting over, replacing {checkpoint_path} (--overwrite): {err}")
+            # _resume may have loaded part of the state before it refused: start from clean state
+            net.load_state_dict(initial_state)
+            optimizer = make_optimizer(net, lr, momentum, weight_decay)
     arch = architecture(net)
     for epoch in range(start, epochs + 1):
         # From the epoch number; args stay untouched.
@@ -306,9 +365,10 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
         train = train_epoch(net, train_loader, epoch, optimizer, device, precision=precision,
                             desc=f"{name} {epoch}")
         test = evaluate(net, test_loader, device, epoch=epoch, precision=precision, desc=f"{name} test")
-        if not (np.isfinite(train["loss"]) and np.isfinite(test["loss"])):
-            raise UserError(f"{name}: the loss became {train['loss']} at epoch {epoch} (lr {epoch_lr:g}); "
-                            f"lower --lr")
+        for which, loss in (("training", train["loss"]), ("test", test["loss"])):
+            if not np.isfinite(loss):
+                raise UserError(f"{name}: the {which} loss became {loss} at epoch {epoch} (lr {epoch_lr:g}); "
+                                f"lower --lr")
         for key, value in (("train_acc", train["acc"]), ("train_loss", train["loss"]),
                            ("test_acc", test["acc"]), ("test_loss", test["loss"]),
                            ("train_acc_dataset", train["acc_dataset"]),
@@ -352,8 +412,10 @@ def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs,
 
 
 def fingerprint_of(args, **more):
-    """What must match for a checkpoint to be resumed."""
-    fp = {"model": args.model, "dataset": args.dataset, "seed": int(args.seed), "lr": float(args.lr),
+    """What must match for a checkpoint to be resumed. A result stores it with "epochs" added as its
+    "settings", and a finished run is skipped only when they match (see finished)."""
+    fp = {"model": args.model, "dataset": args.dataset,
+          "seed": None if args.seed is None else int(args.seed), "lr": float(args.lr),
           "momentum": float(args.momentum), "weight_decay": float(args.weight_decay),
           "batch_size": int(args.batch_size), "test_batch_size": int(args.test_batch_size or args.batch_size),
           "subset": args.subset, "test_subset": args.test_subset, "loader": args.loader,
@@ -365,7 +427,7 @@ def fingerprint_of(args, **more):
 
 def run_options(args):
     """train_run's keyword arguments that come straight from the flags."""
-    return {"precision": args.precision, "scale_schedule": args.scale_schedule}
+    return {"precision": args.precision, "scale_schedule": args.scale_schedule, "overwrite": args.overwrite}
 
 
 def load_data(args, device):
@@ -402,13 +464,15 @@ def run_swipe(argv, *, description, datasets, default_dataset, models, default_m
     method = choose_method(args)
     num_classes = NUM_CLASSES[args.dataset]
     plans, info = plan_widths(args, method, args.ratios, num_classes, pruned_filters)
+    schedule = schedule_for(args.dataset)
     todo = []
-    for ratio, widths in plans:
+    for ratio, widths in plans:  # every result is checked before anything trains
         path = io.result_path(args.plots_dir, args.model, args.save, ratio)
-        if os.path.exists(path):
-            log(f"ratio {ratio:g}: {path} exists, skipped")
+        fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule)
+        if finished(path, {**fingerprint, "epochs": args.epochs}, args.overwrite):
+            log(f"ratio {ratio:g}: {path} exists, skipped (same settings)")
         else:
-            todo.append((ratio, widths, path))
+            todo.append((ratio, widths, path, fingerprint))
     if not todo:
         return
     args = with_seed(args, results=[io.result_path(args.plots_dir, args.model, args.save, r) for r, _ in plans],
@@ -416,8 +480,7 @@ def run_swipe(argv, *, description, datasets, default_dataset, models, default_m
     set_precision(device, args.precision)
     train_loader, test_loader = load_data(args, device)  # a missing data set fails before anything is created
     output_dirs(args)
-    schedule = schedule_for(args.dataset)
-    for ratio, widths, path in todo:
+    for ratio, widths, path, fingerprint in todo:
         set_seed(init_seed(args.seed, ratio))
         net = prepare_model(build_model(args.model, widths, num_classes, gates=False,
                                         convcut=method == "convcut", bn_init=args.bn_init), device)
@@ -431,7 +494,8 @@ def run_swipe(argv, *, description, datasets, default_dataset, models, default_m
                               fingerprint=fingerprint, name=name, **run_options(args))
         latency = latency_of(net, args, device)
         result = make_result(ratio=ratio, curves=curves, net=net, widths=widths, latency_ms=latency,
-                             args=args, method=method, epochs=args.epochs, extra=info)
+                             args=args, method=method, epochs=args.epochs,
+                             extra={**info, "settings": {**fingerprint, "epochs": args.epochs}})
         io.save_result(path, result)
         log(f"{name}: params {result['params']:,}"
             + ("" if latency is None else f", latency {latency:.2f} ms/batch of 100")

@@ -17,9 +17,11 @@ The test set is evaluated in the order the test loader gives for the epoch (util
 order per epoch on CIFAR-like data, as the authors' shuffled test loaders), which moves the per-batch
 mean accuracy but never the dataset-level one.
 """
+import pickle
 import random
 import secrets
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -210,8 +212,16 @@ def evaluate(model, loader, device, *, epoch=0, precision="fp32", desc=None):
 def load_checkpoint(path, device):
     """A checkpoint written by this project (tensors and plain data only: weights_only loading)."""
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # a plain pickle (not torch.save's) warns before it is refused
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{path}: no such checkpoint") from None
-    except (RuntimeError, OSError, ValueError, EOFError) as err:
-        raise UserError(f"{path}: not a readable checkpoint: {err}") from None
+    except pickle.UnpicklingError:
+        # torch's weights-only loader refused it before running anything; its advice to load with
+        # weights_only=False would run whatever the file holds, so it is not repeated.
+        raise UserError(f"{path}: not a checkpoint of this project (refused by the weights-only loader, "
+                        f"nothing in it was run); delete it or use another --save") from None
+    except (RuntimeError, OSError, ValueError, EOFError, KeyError, AttributeError, TypeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise UserError(f"{path}: not a readable checkpoint: {first}") from None
