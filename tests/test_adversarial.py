@@ -33,7 +33,7 @@ def search_main():
 # -- silent wrong results and writes in the wrong place -----------------------------------------------
 
 def test_1_search_record_is_refused_under_other_settings(tmp_path, monkeypatch, capsys):
-    base = [*SEARCH, "--record_dir", tmp_path / "rec", "--save", "s"]
+    base = [*SEARCH, "--record_dir", tmp_path / "rec", "--save", "s", "--seed", "0"]
     assert cli(monkeypatch, capsys, search_main(), *base)[0] == 0
     record = tmp_path / "rec/s.pk"
     assert io.load_pickle(record)["settings"]["lr"] == 0.1

@@ -476,7 +476,7 @@ def run_swipe(argv, *, description, datasets, default_dataset, models, default_m
     if not todo:
         return
     args = with_seed(args, results=[io.result_path(args.plots_dir, args.model, args.save, r) for r, _ in plans],
-                     checkpoints=[run_paths(args, r)[0] for r, _, _ in todo])
+                     checkpoints=[run_paths(args, r)[0] for r, *_ in todo])
     set_precision(device, args.precision)
     train_loader, test_loader = load_data(args, device)  # a missing data set fails before anything is created
     output_dirs(args)
