@@ -10,11 +10,9 @@ network the surviving widths describe ("widths"); "params_masked" that of the ma
 """
 import os
 
-import torch
-
 from model import build_model
 from model.gate import Gate
-from utils import io, oneshot, swipe
+from utils import accel, io, oneshot, swipe
 from utils.cli import CIFAR_LIKE, UserError, make_parser, resolve_device, run_main
 from utils.data import NUM_CLASSES
 from utils.params import actual_params, count_params
@@ -109,7 +107,7 @@ def main(argv=None):
               f"({100 * params / dense_params:.1f} %), masked in the full network")
     train_loader, test_loader = swipe.load_data(args, device)
     swipe.output_dirs(args)
-    pruned_test = evaluate(net, test_loader, device, amp=args.amp == "on")
+    pruned_test = evaluate(net, test_loader, device, precision=accel.amp_precision(args.amp == "on", device))
     swipe.log(f"{name}: before fine-tuning test acc {pruned_test['acc']:.2f}")
     checkpoint, best = swipe.checkpoint_paths(args.models_dir, args.model,
                                               f"{args.save}_{io.ratio_tag(args.ratio)}")
@@ -137,8 +135,7 @@ def main(argv=None):
     io.save_result(path, result)
     swipe.log(f"{name}: best test acc {result['best_test_acc']:.2f}; wrote {path}")
     del net
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    accel.empty_cache(device)
 
 
 if __name__ == "__main__":

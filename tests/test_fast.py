@@ -131,8 +131,8 @@ def test_amp_keeps_parameters_and_batchnorm_statistics_in_fp32():
     model = train.prepare_model(build_model("vgg", [16, 32, 64, 64, 128, 128, 128, 128], 10, gates=True), device)
     reference = train.prepare_model(build_model("vgg", model.widths, 10, gates=True), device)
     reference.load_state_dict(model.state_dict())
-    amp = train.train_epoch(model, loader, 0, train.make_optimizer(model, 0.05), device, amp=True)
-    fp32 = train.train_epoch(reference, loader, 0, train.make_optimizer(reference, 0.05), device, amp=False)
+    amp = train.train_epoch(model, loader, 0, train.make_optimizer(model, 0.05), device, precision="bf16")
+    fp32 = train.train_epoch(reference, loader, 0, train.make_optimizer(reference, 0.05), device, precision="fp32")
     assert torch.backends.cudnn.benchmark and train.input_format(model) == torch.channels_last
     for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
         if not name.endswith("num_batches_tracked"):

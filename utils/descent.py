@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from model import build_model, gates_of, get_spec
-from utils import data, io, train
+from utils import accel, data, io, train
 from utils.cli import UserError, add_common_args, check_pair, resolve_device, writable_dir
 from utils.fit import fit_power_law
 from utils.params import count_params
@@ -171,7 +171,8 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
         train.set_lr(optimizer, lr)
         stats = train.train_epoch(model, epochs, epoch, optimizer, device,
                                   after_step=after_step if epoch > args.warmup else None,
-                                  amp=args.amp == "on", desc=f"iteration {k} epoch {epoch}")
+                                  precision=accel.amp_precision(args.amp == "on", device),
+                                  desc=f"iteration {k} epoch {epoch}")
         log(f"iteration {k} epoch {epoch}: lr {lr:.4g} loss {stats['loss']:.4f} acc {stats['acc']:.2f} "
             f"units left {pruner.total - pruner.pruned}/{pruner.total}")
         if pruner.finished:

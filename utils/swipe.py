@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from model import architecture, build_model, get_spec
-from utils import io
+from utils import accel, io
 from utils.cli import UserError, add_common_args, check_pair, make_parser, resolve_device, writable_dir
 from utils.data import IMAGE_SIZE, NUM_CLASSES, get_loaders
 from utils.latency import measure_latency
@@ -256,8 +256,10 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
         epoch_lr = lr_for_epoch(schedule, epoch, lr, scale_to=epochs if scale_schedule else None)
         set_lr(optimizer, epoch_lr)
         t0 = time.perf_counter()
-        train = train_epoch(net, train_loader, epoch, optimizer, device, amp=amp, desc=f"{name} {epoch}")
-        test = evaluate(net, test_loader, device, amp=amp, desc=f"{name} test")
+        precision = accel.amp_precision(amp, device)
+        train = train_epoch(net, train_loader, epoch, optimizer, device, precision=precision,
+                            desc=f"{name} {epoch}")
+        test = evaluate(net, test_loader, device, precision=precision, desc=f"{name} test")
         if not (np.isfinite(train["loss"]) and np.isfinite(test["loss"])):
             raise UserError(f"{name}: the loss became {train['loss']} at epoch {epoch} (lr {epoch_lr:g}); "
                             f"lower --lr")
@@ -280,8 +282,7 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
             f"acc {train['acc']:.2f} | test loss {test['loss']:.4f} acc {test['acc']:.2f} "
             f"({test['acc_dataset']:.2f} dataset) | best {best_acc:.2f} @{best_epoch} | "
             f"{time.perf_counter() - t0:.1f}s")
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    accel.empty_cache(device)
     return curves, best_epoch
 
 
@@ -384,6 +385,5 @@ def run_swipe(argv, *, description, datasets, default_dataset, models, default_m
             + ("" if latency is None else f", latency {latency:.2f} ms/batch of 100")
             + f", best test acc {result['best_test_acc']:.2f}; wrote {path}")
         del net
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        accel.empty_cache(device)
 

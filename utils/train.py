@@ -7,13 +7,13 @@ Accuracy is reported two ways: `acc`, the authors' mean over minibatches of the 
 the loop waits for the GPU.
 
 Speed on CUDA (bench/train_throughput.py measures it): `prepare_model` puts the weights in channels_last
-and turns on cuDNN autotuning; the loops then feed inputs in the model's layout. `amp=True` runs the
-forward pass under bfloat16 autocast: convolutions and linear layers in bf16; BatchNorm takes the bf16
-activations but keeps its affine parameters, running statistics and their accumulation in fp32 (autocast
-lists no rule for batch_norm, and its mixed-dtype kernels accumulate in fp32); the loss is computed on
-fp32 logits. amp=False is exact fp32. On the CPU both are no-ops.
+(on any device with channels_last=True) and turns on cuDNN autotuning; the loops then feed inputs in the
+model's layout. `precision="bf16"` runs the forward pass under bfloat16 autocast, on the CPU too:
+convolutions and linear layers in bf16; BatchNorm takes the bf16 activations but keeps its affine
+parameters, running statistics and their accumulation in fp32 (autocast lists no rule for batch_norm,
+and its mixed-dtype kernels accumulate in fp32); the loss is computed on fp32 logits. The CUDA-only
+parts live in utils/accel.py.
 """
-import contextlib
 import random
 import sys
 
@@ -23,6 +23,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from model.gate import Gate
+from utils import accel
 from utils.cli import UserError
 
 SCHEDULES = ("cifar", "tiny", "search", "tiny_search", "constant")
@@ -92,18 +93,21 @@ def lr_for_epoch(schedule, epoch, base_lr=0.1, warmup=10, scale_to=None):
     return after / SEARCH_DECAY ** ((last_decay - warmup) // SEARCH_EVERY)
 
 
-def prepare_model(model, device):
-    """Move a freshly built network to `device`; on CUDA also channels_last weights and cuDNN autotuning
-    (the same arithmetic in another memory layout). Call it after build_model, before the optimizer."""
+def prepare_model(model, device, channels_last=None):
+    """Move a freshly built network to `device`, with channels_last weights (the same arithmetic in
+    another memory layout; default: on CUDA only) and cuDNN autotuning on CUDA. Call it after
+    build_model, before the optimizer."""
     model = model.to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # shapes repeat every batch: pick each conv's kernel once
+    accel.cudnn_autotune(device)
+    if channels_last is None:
+        channels_last = accel.prefers_channels_last(device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
 def input_format(model):
-    """channels_last when the model's weights are (prepare_model on CUDA), else contiguous. 1x1 and
+    """channels_last when the model's weights are (see prepare_model), else contiguous. 1x1 and
     depthwise kernels are both at once, so a 3x3 kernel with several input channels decides."""
     for p in model.parameters():
         if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
@@ -115,12 +119,6 @@ def _scaled(milestones, paper_epochs, scale_to):
     if scale_to is None:
         return milestones
     return [round((m - 1) * scale_to / paper_epochs) + 1 for m in milestones]
-
-
-def autocast(device, amp):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def _progress(iterable, total, desc):
@@ -151,7 +149,7 @@ class _Meter:
                 "acc_dataset": 100.0 * self.correct.item() / self.images}
 
 
-def train_epoch(model, loader, epoch, optimizer, device, *, after_step=None, amp=False, desc=None):
+def train_epoch(model, loader, epoch, optimizer, device, *, after_step=None, precision="fp32", desc=None):
     """One epoch of SGD. `after_step(loss)` runs after every optimizer step (the pruning hook); when
     it returns "stop" the epoch ends there. Returns loss/acc/acc_dataset and whether it stopped."""
     model.train()
@@ -159,7 +157,7 @@ def train_epoch(model, loader, epoch, optimizer, device, *, after_step=None, amp
     for x, y in _progress(loader.epoch(epoch), len(loader), desc):
         x = x.contiguous(memory_format=layout)  # a no-op unless prepare_model chose channels_last
         model.zero_grad(set_to_none=True)  # gates too: Taylor-FO reads this batch's gate gradients
-        with autocast(device, amp):
+        with accel.autocast(device, precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         loss.backward()
@@ -172,12 +170,12 @@ def train_epoch(model, loader, epoch, optimizer, device, *, after_step=None, amp
 
 
 @torch.no_grad()
-def evaluate(model, loader, device, *, amp=False, desc=None):
+def evaluate(model, loader, device, *, precision="fp32", desc=None):
     model.eval()
     meter, layout = _Meter(device), input_format(model)
     for x, y in _progress(loader.epoch(0), len(loader), desc):
         x = x.contiguous(memory_format=layout)
-        with autocast(device, amp):
+        with accel.autocast(device, precision):
             logits = model(x)
         meter.add(F.cross_entropy(logits.float(), y), logits, y)
     return meter.read()
