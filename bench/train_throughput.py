@@ -224,11 +224,12 @@ def throughput(args, device, settings):
     ratios = [o / a for o, a in zip(rates["ours"], rates["authors'"])]
     log(f"per-window ratio ours/authors': median {statistics.median(ratios):.2f}, "
         f"range {min(ratios):.2f}..{max(ratios):.2f}")
-    load_steps = 10 * settings["steps"]
-    loading = interleaved(pipes, settings["reps"], lambda p: p.load_only(load_steps))
-    log("data loading alone (no training), img/s median: " + ", ".join(
-        f"{name} {statistics.median(load_steps * args.batch_size / s for s in times):.0f}"
-        for name, times in loading.items()))
+    load_steps = settings.get("load_steps", 10 * settings["steps"])  # 0: skip (bench/gpu_check.py)
+    if load_steps:
+        loading = interleaved(pipes, settings["reps"], lambda p: p.load_only(load_steps))
+        log("data loading alone (no training), img/s median: " + ", ".join(
+            f"{name} {statistics.median(load_steps * args.batch_size / s for s in times):.0f}"
+            for name, times in loading.items()))
     return medians
 
 
