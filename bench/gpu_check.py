@@ -2,7 +2,7 @@
 
 (a) every model at the given widths (default: the paper's defaults) trains one epoch of synthetic data
     in fp32 and in bf16 with finite losses;
-(b) over the same minibatches from the same weights, the fp32 and bf16 training losses agree;
+(b) along a bf16 training run, each minibatch's loss in fp32 and in bf16 at the same weights agree;
 (c) one Taylor-FO prune step from identical weights and minibatches chooses mostly the same units in
     fp32 and bf16 (the overlap is printed);
 (d) bench/train_throughput.py's speedup over the authors' pipeline per model, short windows;
@@ -125,12 +125,12 @@ def check_b(args, device):
     loader = synthetic_loader(args, device, args.minibatches * args.batch_size)
     parts, ok = [], True
     for name in args.models:
-        model, bf16 = fresh_model(args, name, device), []
+        model, bf16_losses = fresh_model(args, name, device), []
         shadow = Fp32Shadow(loader, model)
         accel.set_precision(device, "fp32")  # the shadow's fp32 is strict fp32; bf16 does not read it
         train.train_epoch(model, shadow, 0, train.make_optimizer(model, args.lr), device, precision="bf16",
-                          after_step=lambda loss: bf16.append(loss.detach()))
-        fp32, bf16 = torch.stack(shadow.losses).cpu().double(), torch.stack(bf16).cpu().double()
+                          after_step=lambda loss: bf16_losses.append(loss.detach()))
+        fp32, bf16 = torch.stack(shadow.losses).cpu().double(), torch.stack(bf16_losses).cpu().double()
         gap = (bf16 - fp32).abs().max().item()
         ok &= bool(torch.isfinite(fp32).all() and torch.isfinite(bf16).all()) and 0 < gap <= LOSS_TOLERANCE
         same = " (identical: bf16 did not run)" if gap == 0 else ""
