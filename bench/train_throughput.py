@@ -205,7 +205,7 @@ def throughput(args, device, settings):
         log(f"  {p.name:9s} {describe(p)}")
     for p in pipes:
         p.window(settings["warmup_steps"])
-    if device.type == "cuda" and settings["steps"] > 1:
+    if accel.is_cuda(device) and settings["steps"] > 1:
         n = settings["steps"]
         log("CUDA host synchronisations per window of 1 / {} steps (per-step syncs make the second larger): "
             .format(n) + ", ".join(f"{p.name} {host_syncs(p, 1)} / {host_syncs(p, n)}" for p in pipes))
@@ -320,7 +320,7 @@ def descent(args, device, settings):
             f"{prune_s * 1000:.1f} ms per prune, {start * 1000:.1f} ms per epoch start "
             f"-> EXTRAPOLATED full iteration {total:.0f} s ({total / 60:.1f} min)")
         result[p.name] = total
-    if device.type == "cuda" and not args.quick:
+    if accel.is_cuda(device) and not args.quick:
         del pipes, pruners
         for p in pipelines(None):  # fresh networks on the whole set, odd last batch included
             if result[p.name] <= args.descent_limit:

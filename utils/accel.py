@@ -60,8 +60,10 @@ def uses_pinned_memory(device):
 
 
 def pin_memory(tensor, device):
-    """`tensor` in page-locked memory when it is bound for `device` on CUDA, else `tensor` itself."""
-    return tensor.pin_memory() if uses_pinned_memory(device) and not tensor.is_pinned() else tensor
+    """A host `tensor` in page-locked memory when it is bound for `device` on CUDA, else `tensor` itself."""
+    if uses_pinned_memory(device) and tensor.device.type == "cpu" and not tensor.is_pinned():
+        return tensor.pin_memory()
+    return tensor
 
 
 def to_device(tensor, device, pin=pin_memory):
