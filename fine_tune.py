@@ -14,8 +14,7 @@ import torch
 
 from model import build_model, get_spec
 from model.gate import Gate
-from utils import io, oneshot, swipe
-from utils.accel import set_precision
+from utils import accel, io, oneshot, swipe
 from utils.cli import CIFAR_LIKE, UserError, make_parser, resolve_device, run_main
 from utils.data import NUM_CLASSES
 from utils.params import actual_params, count_params
@@ -113,7 +112,7 @@ def main(argv=None):
     check_pretrained(source, args)
     args = swipe.with_seed(args, checkpoints=[swipe.checkpoint_paths(
         args.models_dir, args.model, f"{args.save}_{io.ratio_tag(args.ratio)}")[0]])
-    set_precision(device, args.precision)
+    accel.set_precision(device, args.precision)
     set_seed(args.seed)
     net, arch = load_pretrained(source, args, num_classes, device)
 
@@ -157,8 +156,7 @@ def main(argv=None):
     io.save_result(path, result)
     swipe.log(f"{name}: best test acc {result['best_test_acc']:.2f}; wrote {path}")
     del net
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    accel.empty_cache(device)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Two pipelines train the same network (same widths, same initial weights, gates o
 CIFAR-shaped data from utils.data) through the one engine, utils.train.train_epoch:
 * authors': the torchvision loader (PIL transforms, 1 worker, pin_memory on CUDA), fp32, contiguous
   layout, cudnn.benchmark on (their scripts set it);
-* ours: the device-resident fast loader; on CUDA also prepare_model (channels_last) and bf16 autocast.
+* ours: the device-resident fast loader; on CUDA also prepare_model (channels_last) and bf16 autocast
+  (both run on the CPU too, but are not what a CPU user would choose, so the CPU keeps fp32 NCHW).
 Timed windows alternate between the two (A B, B A, ...) so machine noise hits both; the table shows
 medians over the windows. A second part times the architecture-descent loop (gated VGG11, batch 256,
 train step + Taylor-FO pruner step per minibatch) both ways and extrapolates to one full iteration;
@@ -19,7 +20,6 @@ import os
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/train_throughput.py`
 
 from model import build_model, gates_of, get_spec  # noqa: E402
-from utils import train  # noqa: E402
+from utils import accel, train  # noqa: E402
 from utils.cli import MODEL_NAMES, UserError, make_parser, resolve_device, run_main  # noqa: E402
 from utils.cli import default_device  # noqa: E402
 from utils.data import IMAGE_SIZE, NUM_CLASSES, SYNTHETIC_SIZES, TorchvisionLoader, get_loaders  # noqa: E402
@@ -76,15 +76,10 @@ def forward_macs(model, image_size):
 
 
 def bf16_peak_tflops(device):
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in BF16_PEAK_TFLOPS if key in name), None)
+    name = accel.device_name(device)
+    return None if name is None else next((peak for key, peak in BF16_PEAK_TFLOPS if key in name), None)
 
 
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Stream:
@@ -123,7 +118,7 @@ class Pipeline:
         """Seconds for `steps` training steps; train_epoch reads its statistics at the end (one .item()),
         which waits for the device, so the clock stops after the work is done."""
         self.stream.drain()
-        synchronize(self.device)
+        accel.synchronize(self.device)
         t0 = time.perf_counter()
         train.train_epoch(self.model, self.stream.take(steps), 0, self.optimizer, self.device,
                           after_step=after_step, precision=self.precision)
@@ -132,32 +127,25 @@ class Pipeline:
     def load_only(self, steps):
         """Seconds to produce `steps` batches without training: the loader's own ceiling."""
         self.stream.drain()
-        synchronize(self.device)
+        accel.synchronize(self.device)
         t0 = time.perf_counter()
         for x, y in self.stream.take(steps).epoch(0):
             pass
-        synchronize(self.device)
+        accel.synchronize(self.device)
         return time.perf_counter() - t0
 
     def epoch_start(self, epoch):
         """Seconds from asking for a fresh epoch to holding its first batch (worker start, permutation)."""
-        synchronize(self.device)
+        accel.synchronize(self.device)
         t0 = time.perf_counter()
         x, _ = next(iter(self.loader.epoch(epoch)))
-        synchronize(self.device)
+        accel.synchronize(self.device)
         return time.perf_counter() - t0
 
 
 def host_syncs(pipe, steps):
     """CUDA host synchronisations (torch's sync debug mode) in a window of `steps` steps."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        torch.cuda.set_sync_debug_mode("warn")
-        try:
-            pipe.window(steps)
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
+    return accel.count_host_syncs(pipe.device, lambda: pipe.window(steps))[1]
 
 
 def interleaved(pipelines, reps, run):
@@ -184,13 +172,11 @@ def make_pipelines(model_name, widths, *, batch_size, recipe, gates, device, num
         model = build_model(model_name, widths, num_classes, gates=gates)
         model.load_state_dict(base.state_dict())
         if loader_kind == "fast":
-            # bf16 on CUDA only: on the CPU "ours" is the fast loader alone
-            precision = "bf16" if device.type == "cuda" else "fp32"
+            precision = "bf16" if accel.is_cuda(device) else "fp32"
             pipes.append(Pipeline(name, loader, train.prepare_model(model, device), precision, device))
         else:
             pipes.append(Pipeline(name, loader, model.to(device), "fp32", device))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # the authors' scripts set it too
+    accel.cudnn_autotune(device)  # the authors' scripts set cudnn.benchmark too
     return pipes
 
 
@@ -204,7 +190,7 @@ def describe(pipe):
     loader = f"torchvision loader ({pipe.loader.workers} worker)" if isinstance(pipe.loader, TorchvisionLoader) \
         else "fast loader (uint8 on device)"
     layout = "channels_last" if train.input_format(pipe.model) == torch.channels_last else "NCHW"
-    return f"{loader}, {'bf16 autocast' if pipe.precision == 'bf16' else 'fp32'}, {layout}"
+    return f"{loader}, {'bf16 autocast' if pipe.precision == 'bf16' else pipe.precision}, {layout}"
 
 
 def throughput(args, device, settings):
@@ -219,7 +205,7 @@ def throughput(args, device, settings):
         log(f"  {p.name:9s} {describe(p)}")
     for p in pipes:
         p.window(settings["warmup_steps"])
-    if device.type == "cuda" and settings["steps"] > 1:
+    if accel.is_cuda(device) and settings["steps"] > 1:
         n = settings["steps"]
         log("CUDA host synchronisations per window of 1 / {} steps (per-step syncs make the second larger): "
             .format(n) + ", ".join(f"{p.name} {host_syncs(p, 1)} / {host_syncs(p, n)}" for p in pipes))
@@ -238,11 +224,12 @@ def throughput(args, device, settings):
     ratios = [o / a for o, a in zip(rates["ours"], rates["authors'"])]
     log(f"per-window ratio ours/authors': median {statistics.median(ratios):.2f}, "
         f"range {min(ratios):.2f}..{max(ratios):.2f}")
-    load_steps = 10 * settings["steps"]
-    loading = interleaved(pipes, settings["reps"], lambda p: p.load_only(load_steps))
-    log("data loading alone (no training), img/s median: " + ", ".join(
-        f"{name} {statistics.median(load_steps * args.batch_size / s for s in times):.0f}"
-        for name, times in loading.items()))
+    load_steps = settings.get("load_steps", 10 * settings["steps"])  # 0: skip (bench/gpu_check.py)
+    if load_steps:
+        loading = interleaved(pipes, settings["reps"], lambda p: p.load_only(load_steps))
+        log("data loading alone (no training), img/s median: " + ", ".join(
+            f"{name} {statistics.median(load_steps * args.batch_size / s for s in times):.0f}"
+            for name, times in loading.items()))
     return medians
 
 
@@ -266,7 +253,7 @@ def real_iteration(pipe, log_line):
     model, device = pipe.model, pipe.device
     pruner = TaylorFOPruner(gates_of(model), prune_fraction=SEARCH["prune_fraction"],
                             prune_every=SEARCH["prune_every"], prune_per_step=SEARCH["prune_per_step"])
-    synchronize(device)
+    accel.synchronize(device)
     t0 = time.perf_counter()
     for epoch in range(1, SEARCH["max_epochs"] + 1):
         train.set_lr(pipe.optimizer, train.lr_for_epoch("search", epoch, SEARCH["lr"], SEARCH["warmup"]))
@@ -275,7 +262,7 @@ def real_iteration(pipe, log_line):
                           precision=pipe.precision)
         if pruner.finished:
             break
-    synchronize(device)
+    accel.synchronize(device)
     seconds = time.perf_counter() - t0
     log_line(f"  {pipe.name:9s} real full iteration: {seconds:.1f} s ({epoch} epochs, {pruner.steps_done} "
              f"prune steps, final widths {pruner.widths()})")
@@ -289,10 +276,10 @@ def prune_step_seconds(pipe, repeats=3):
     pipe.window(1, after_step=lambda _loss: pruner.step())  # iter_step 0: accumulates, never prunes
     times = []
     for _ in range(repeats):
-        synchronize(pipe.device)
+        accel.synchronize(pipe.device)
         t0 = time.perf_counter()
         pruner.step()
-        synchronize(pipe.device)
+        accel.synchronize(pipe.device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -334,7 +321,7 @@ def descent(args, device, settings):
             f"{prune_s * 1000:.1f} ms per prune, {start * 1000:.1f} ms per epoch start "
             f"-> EXTRAPOLATED full iteration {total:.0f} s ({total / 60:.1f} min)")
         result[p.name] = total
-    if device.type == "cuda" and not args.quick:
+    if accel.is_cuda(device) and not args.quick:
         del pipes, pruners
         for p in pipelines(None):  # fresh networks on the whole set, odd last batch included
             if result[p.name] <= args.descent_limit:
@@ -389,9 +376,8 @@ def main(argv=None):
             raise UserError(f"{flag} must be at least 1, got {value}")
     if settings["descent_steps"] < 0 or not args.ratio > 0 or not args.descent_ratio > 0:
         raise UserError("--descent-steps must be >= 0 and the ratios positive")
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
+    name = accel.device_name(device)
+    if name is None:
         name = f"cpu, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}"
     log(f"device {device} ({name}), torch {torch.__version__}, {'--quick' if args.quick else 'full'} settings")
     medians = throughput(args, device, settings)

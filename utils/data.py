@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils import accel
 from utils.cli import UserError
 from utils.io import NumpyOnlyUnpickler
 
@@ -173,14 +174,20 @@ def augment_batch(x, params, aug):
 
 class FastLoader:
     """The whole split as uint8 on `device`; `aug=None` makes a test loader (no augmentation; in a fresh
-    order each epoch when `shuffle`, else in file order)."""
+    order each epoch when `shuffle`, else in file order).
 
-    def __init__(self, images, labels, *, batch_size, device, mean, std, aug=None, seed=0, shuffle=False):
+    Everything made on the host (the split once, each epoch's order and augmentation draws) reaches the
+    device through `pin` (accel.pin_memory: page-locked memory on CUDA) and a non_blocking copy, so no
+    batch waits for the host; tests inject their own `pin` to exercise that path on the CPU."""
+
+    def __init__(self, images, labels, *, batch_size, device, mean, std, aug=None, seed=0,
+                 shuffle=False, pin=accel.pin_memory):
         if aug and aug["crop"] not in (None, images.shape[-1]):
             raise ValueError(f"crop {aug['crop']} must equal the image size {images.shape[-1]}")
         self.device = torch.device(device)
-        self.images = images.to(self.device)  # (N, C, H, W) uint8
-        self.labels = labels.to(self.device)  # (N,) int64
+        self.pin = pin
+        self.images = self._upload(images)  # (N, C, H, W) uint8
+        self.labels = self._upload(labels)  # (N,) int64
         self.batch_size = batch_size
         self.aug = aug
         self.seed = seed
@@ -199,11 +206,14 @@ class FastLoader:
     def epoch(self, epoch=0):
         n = self.num_samples
         if self.aug is None:
-            order = epoch_order(self.seed, epoch, n, _TEST_ORDER).to(self.device) if self.shuffle else None
+            order = self._upload(epoch_order(self.seed, epoch, n, _TEST_ORDER)) if self.shuffle else None
             return self._batches(order, None)
-        order = epoch_order(self.seed, epoch, n).to(self.device)
+        order = self._upload(epoch_order(self.seed, epoch, n))
         params = draw_augmentation(self.aug, n, _generator(self.seed, epoch, _AUGMENT))
-        return self._batches(order, {k: v.to(self.device) for k, v in params.items()})
+        return self._batches(order, {k: self._upload(v) for k, v in params.items()})
+
+    def _upload(self, tensor):
+        return accel.to_device(tensor, self.device, self.pin)
 
     def _batches(self, order, params):
         for start in range(0, self.num_samples, self.batch_size):
@@ -287,7 +297,7 @@ class TorchvisionLoader:
             generator = _generator(self.seed, epoch, _TEST_ORDER)
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-            num_workers=self.workers, pin_memory=self.device.type == "cuda", drop_last=False)
+            num_workers=self.workers, pin_memory=accel.uses_pinned_memory(self.device), drop_last=False)
         return ((x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)) for x, y in loader)
 
 

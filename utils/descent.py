@@ -20,8 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from model import build_model, gates_of, get_spec
-from utils import data, io, train
-from utils.accel import set_precision
+from utils import accel, data, io, train
 from utils.cli import (UserError, add_common_args, check_pair, check_positive, check_run_name, resolve_device,
                        writable_dir)
 from utils.fit import fit_power_law
@@ -272,7 +271,7 @@ def run_search(args, *, datasets, schedule, log=log):
             raise refusal
     if args.seed is None:  # a resumed search keeps the seed its finished iterations stored
         args = argparse.Namespace(**{**vars(args), "seed": train.choose_seed(None, _stored_seeds(args), log)})
-    set_precision(device, args.precision)
+    accel.set_precision(device, args.precision)
     fits, k = [], 0
     while k < args.iterations:
         fit = _load_iteration(args, k, num_layers, log)

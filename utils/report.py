@@ -224,14 +224,13 @@ def summarise(row, found):
 
 def measure(model, dataset, widths, convcut, device):
     """Latency (ms per batch of 100) of the network these widths build, on `device`."""
-    import torch
     from model import build_model
+    from utils import accel
     from utils.latency import measure_latency
     net = build_model(model, widths, NUM_CLASSES[dataset], convcut=convcut).to(device)
     ms = measure_latency(net, device, IMAGE_SIZE[dataset])
     del net
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    accel.empty_cache(device)
     return ms
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from model import BN_INITS, architecture, build_model, get_spec
-from utils import io
+from utils import accel, io
 from utils.accel import PRECISIONS, set_precision
 from utils.cli import (UserError, add_common_args, check_pair, check_positive, check_ratios, check_run_name,
                        check_widths, make_parser, resolve_device, writable_dir)
@@ -388,8 +388,7 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
             f"acc {train['acc']:.2f} | test loss {test['loss']:.4f} acc {test['acc']:.2f} "
             f"({test['acc_dataset']:.2f} dataset) | best {best_acc:.2f} @{best_epoch} | "
             f"{time.perf_counter() - t0:.1f}s")
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    accel.empty_cache(device)
     return curves, best_epoch
 
 
@@ -501,6 +500,5 @@ def run_swipe(argv, *, description, datasets, default_dataset, models, default_m
             + ("" if latency is None else f", latency {latency:.2f} ms/batch of 100")
             + f", best test acc {result['best_test_acc']:.2f}; wrote {path}")
         del net
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        accel.empty_cache(device)
 

@@ -15,7 +15,8 @@ batch_norm, and its mixed-dtype kernels accumulate in fp32); the loss is compute
 
 The test set is evaluated in the order the test loader gives for the epoch (utils.data: a fresh random
 order per epoch on CIFAR-like data, as the authors' shuffled test loaders), which moves the per-batch
-mean accuracy but never the dataset-level one.
+mean accuracy but never the dataset-level one. The CUDA-only parts (cuDNN, synchronisation, pinned
+memory) live in utils/accel.py.
 """
 import pickle
 import random
@@ -29,7 +30,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from model.gate import Gate
-from utils.accel import autocast
+from utils import accel
 from utils.cli import UserError
 
 SCHEDULES = ("cifar", "tiny", "search", "tiny_search", "constant")
@@ -123,18 +124,21 @@ def lr_for_epoch(schedule, epoch, base_lr=0.1, warmup=10, scale_to=None):
     return after / SEARCH_DECAY ** ((last_decay - warmup) // SEARCH_EVERY)
 
 
-def prepare_model(model, device):
-    """Move a freshly built network to `device`; on CUDA also channels_last weights and cuDNN autotuning
-    (the same arithmetic in another memory layout). Call it after build_model, before the optimizer."""
+def prepare_model(model, device, channels_last=None):
+    """Move a freshly built network to `device`, with channels_last weights (the same arithmetic in
+    another memory layout; default: on CUDA only) and cuDNN autotuning on CUDA. Call it after
+    build_model, before the optimizer."""
     model = model.to(device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # shapes repeat every batch: pick each conv's kernel once
+    accel.cudnn_autotune(device)
+    if channels_last is None:
+        channels_last = accel.prefers_channels_last(device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
 def input_format(model):
-    """channels_last when the model's weights are (prepare_model on CUDA), else contiguous. 1x1 and
+    """channels_last when the model's weights are (see prepare_model), else contiguous. 1x1 and
     depthwise kernels are both at once, so a 3x3 kernel with several input channels decides."""
     for p in model.parameters():
         if p.dim() == 4 and not p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
@@ -184,7 +188,7 @@ def train_epoch(model, loader, epoch, optimizer, device, *, after_step=None, pre
     for x, y in _progress(loader.epoch(epoch), len(loader), desc):
         x = x.contiguous(memory_format=layout)  # a no-op unless prepare_model chose channels_last
         model.zero_grad(set_to_none=True)  # gates too: Taylor-FO reads this batch's gate gradients
-        with autocast(device, precision):
+        with accel.autocast(device, precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         loss.backward()
@@ -203,7 +207,7 @@ def evaluate(model, loader, device, *, epoch=0, precision="fp32", desc=None):
     meter, layout = _Meter(device), input_format(model)
     for x, y in _progress(loader.epoch(epoch), len(loader), desc):
         x = x.contiguous(memory_format=layout)
-        with autocast(device, precision):
+        with accel.autocast(device, precision):
             logits = model(x)
         meter.add(F.cross_entropy(logits.float(), y), logits, y)
     return meter.read()
