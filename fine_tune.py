@@ -10,7 +10,6 @@ network the surviving widths describe ("widths"); "params_masked" that of the ma
 """
 import os
 
-
 from model import build_model, get_spec
 from model.gate import Gate
 from utils import accel, io, oneshot, swipe
