@@ -117,12 +117,18 @@ def exact_macs(widths, num_classes, input_size=32, convcut=False):
 
 
 def prepare_filters(ratio=None, *, num_classes=10, alpha=None, beta=None, pruned_widths=None,
-                    search=False, descent_idx=14, exact=False, convcut=False):
+                    search=False, descent_idx=14, exact=False, convcut=False, budget="params",
+                    target=None):
     """The flat width list; see vgg.prepare_filters. ResNet18 specifics (authors'): the budget counts
     the unrounded scaled widths; the tau search stops within 0.9 % of the budget when descent_idx == 0
     (the search itself) and 0.7 % otherwise; the small-width rules apply."""
-    if ratio is None:
+    if ratio is None and target is None:
         return list(DEFAULT_WIDTHS)
+    if budget != "params" or target is not None:  # beyond the paper: see scaling.select_for_resource
+        count = scaling.resource_counter(NAME, budget, num_classes, convcut)
+        return scaling.select_for_resource(NAME, DEFAULT_WIDTHS, ratio, target, count, resource=budget,
+                                           alpha=alpha, beta=beta, pruned_widths=pruned_widths,
+                                           search=search, small_width_rules=True)
     count = scaling.counter(formula_params, exact_params, num_classes, exact, convcut)
     if exact:
         target = count(scaling.uniform(DEFAULT_WIDTHS, ratio))
