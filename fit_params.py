@@ -2,7 +2,8 @@
 
 Reads <record_dir>/<prune_fname>_<k>.csv for k = 0, 1, ... (consecutive, as many as exist, or
 --iterations), fits alpha and beta per layer (ORIGINAL_BEHAVIOUR section 6), rewrites
-<prune_fname>_param<k>.pk and <prune_fname>.pk, and prints the fits.
+<prune_fname>_param<k>.pk and <prune_fname>.pk, and prints the fits. --budget macs: tau is each row's
+MACs per image (as a search run with --budget macs), and the records say so.
 """
 import os
 
@@ -12,7 +13,7 @@ from model import get_spec
 from utils import io
 from utils.cli import MODEL_NAMES, UserError, check_pair, make_parser, run_main, writable_dir
 from utils.data import NUM_CLASSES
-from utils.descent import param_pk_path
+from utils.descent import add_budget_arg, param_pk_path
 from utils.fit import fit_power_law
 
 
@@ -28,6 +29,7 @@ def parse_args():
                         help="fit iterations 0..N-1 (default: every consecutive CSV present)")
     parser.add_argument("--exact", action="store_true",
                         help="tau = the built network's exact parameter count (as a search run with --exact)")
+    add_budget_arg(parser)
     return parser.parse_args()
 
 
@@ -51,15 +53,16 @@ def main():
     fits = []
     with np.printoptions(precision=6, linewidth=200):
         for k, rows in enumerate(records):
-            alpha, beta = fit_power_law(rows, args.model, NUM_CLASSES[args.dataset], exact=args.exact)
-            io.save_pickle({"train_alpha": alpha, "train_beta": beta},
+            alpha, beta = fit_power_law(rows, args.model, NUM_CLASSES[args.dataset], exact=args.exact,
+                                        budget=args.budget)
+            io.save_pickle(io.with_budget({"train_alpha": alpha, "train_beta": beta}, args.budget),
                            param_pk_path(args.record_dir, args.prune_fname, k))
             fits.append((alpha, beta))
             note = "" if any(beta) else "  (fewer than 6 rows: fallback, beta = 0)"
             print(f"iteration {k} ({len(rows)} rows){note}\n  alpha = {alpha}\n  beta  = {beta}")
     record = io.record_pk_path(args.record_dir, args.prune_fname)
-    io.save_fits(record, fits)
-    print(f"wrote {record} ({len(fits)} iterations)")
+    io.save_fits(record, fits, args.budget)
+    print(f"wrote {record} ({len(fits)} iterations, tau = {args.budget})")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ power law), train it from scratch with the search LR rule, prune it with Taylor-
 warm-up until the pruner is done, write the record `<save>_<k>.csv`, fit (alpha, beta) and write
 `<save>_param<k>.pk`. After the last iteration, `<save>.pk` = {"param": [[alpha, beta], ...]}.
 
+--budget macs: the same search for a budget in MACs per image. Every iteration's network matches the
+MACs of the default network scaled by --search_ratio, and tau in the fit is each recorded row's MACs;
+the per-iteration and final records say "budget": "macs" and are refused by a parameter-budget run.
+
 Reproducible and resumable: iteration k seeds everything from (--seed, k) and its data from
 (--seed, k, epoch), so an iteration whose CSV and param pickle exist is loaded instead of recomputed
 and a resumed search writes the same files as an uninterrupted one.
@@ -21,8 +25,9 @@ from model import build_model, gates_of, get_spec
 from utils import data, io, train
 from utils.cli import UserError, add_common_args, check_pair, resolve_device, writable_dir
 from utils.fit import fit_power_law
-from utils.params import count_params
+from utils.params import count_macs, count_params
 from utils.prune import TaylorFOPruner
+from utils.scaling import input_size
 
 DEFAULT_ITERATIONS, MORPH_ITERATIONS = 15, 1
 DEFAULT_FRACTION, MORPH_FRACTION = 0.95, 0.5
@@ -56,6 +61,7 @@ def add_search_args(parser, *, datasets, model, dataset, batch_size, prune_every
     parser.add_argument("--exact", action="store_true",
                         help="tau search and fit count the built network's parameters (opt-in correction; "
                              "default: the authors' formula)")
+    add_budget_arg(parser)
     parser.add_argument("--subset", type=int, default=None, help="train on the first N images only")
     parser.add_argument("--loader", choices=data.LOADERS, default="fast",
                         help="fast: batches augmented on the device; torchvision: the authors' pipeline")
@@ -66,6 +72,12 @@ def add_search_args(parser, *, datasets, model, dataset, batch_size, prune_every
                         help="normalise with the training scripts' constants (opt-in correction)")
     add_common_args(parser)
     return parser
+
+
+def add_budget_arg(parser, default="params"):
+    parser.add_argument("--budget", choices=("params", "macs"), default=default,
+                        help="the resource the search and fit scale to: parameters (the paper) or MACs per "
+                             "image (tau search by bisection, within 0.5 %%)")
 
 
 def iteration_seed(seed, iteration):
@@ -131,6 +143,7 @@ def _load_iteration(args, k, num_layers, log):
         return None
     io.read_prune_csv(csv_path, num_layers)  # refuse a record of another model
     fit = io.load_pickle(pk_path)
+    io.check_budget(fit, pk_path, args.budget)
     try:
         alpha, beta = (np.asarray(fit[key], dtype=np.float64) for key in ("train_alpha", "train_beta"))
     except (KeyError, TypeError, ValueError) as err:
@@ -148,7 +161,7 @@ def _search_widths(args, k, num_classes, previous):
         return spec.prepare_filters(args.search_ratio, num_classes=num_classes)
     alpha, beta = previous
     return spec.prepare_filters(args.search_ratio, num_classes=num_classes, alpha=alpha, beta=beta,
-                                search=True, descent_idx=0, exact=args.exact)
+                                search=True, descent_idx=0, exact=args.exact, budget=args.budget)
 
 
 def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
@@ -158,7 +171,9 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
     optimizer = train.make_optimizer(model, args.lr, args.momentum, args.weight_decay)
     pruner = TaylorFOPruner(gates_of(model), prune_fraction=args.prune_fraction,
                             prune_every=args.prune_every, prune_per_step=args.prune_per_step, log=log)
+    macs = count_macs(args.model, widths, num_classes, input_size(num_classes))
     log(f"iteration {k}: widths {widths} ({count_params(args.model, widths, num_classes):,} formula params, "
+        f"{macs:,} MACs, "
         f"{pruner.total} units; pruning to {pruner.total - pruner.max_prunable} in at most "
         f"{pruner.max_steps} steps)")
 
@@ -188,12 +203,12 @@ def log(line):
     sys.stdout.flush()
 
 
-def _same_fits(record, fits, num_layers):
+def _same_fits(record, fits, num_layers, budget):
     """A finished search run again leaves its record untouched (no rewrite, same mtime)."""
     if not os.path.exists(record):
         return False
     try:
-        old = io.load_fits(record, num_layers)
+        old = io.load_fits(record, num_layers, budget)
     except UserError:
         return False
     return len(old) == len(fits) and all(np.array_equal(a, b) and np.array_equal(c, d)
@@ -225,18 +240,19 @@ def run_search(args, *, datasets, schedule, log=log):
     for k in range(k, args.iterations):
         widths = _search_widths(args, k, num_classes, fits[-1] if fits else None)
         rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log)
-        alpha, beta = fit_power_law(rows, args.model, num_classes, exact=args.exact)
+        alpha, beta = fit_power_law(rows, args.model, num_classes, exact=args.exact, budget=args.budget)
         io.write_prune_csv(io.record_csv_path(args.record_dir, args.save, k), rows)
-        io.save_pickle({"train_alpha": alpha, "train_beta": beta}, param_pk_path(args.record_dir, args.save, k))
+        io.save_pickle(io.with_budget({"train_alpha": alpha, "train_beta": beta}, args.budget),
+                       param_pk_path(args.record_dir, args.save, k))
         log(f"iteration {k}: {len(rows)} rows recorded, final widths {list(rows[-1])}"
             + ("" if any(beta) else " (fewer than 6 rows: the authors' fallback fit, beta = 0)"))
         fits.append((alpha, beta))
 
     record = io.record_pk_path(args.record_dir, args.save)
-    if _same_fits(record, fits, num_layers):
+    if _same_fits(record, fits, num_layers, args.budget):
         log(f"{record} is up to date ({len(fits)} iterations)")
     else:
-        io.save_fits(record, fits)
+        io.save_fits(record, fits, args.budget)
         log(f"wrote {record} ({len(fits)} iterations)")
     if args.morph:
         last = io.read_prune_csv(io.record_csv_path(args.record_dir, args.save, 0), num_layers)[-1]

@@ -1,7 +1,9 @@
 """Files shared between scripts, in the authors' formats (SPEC "Formats").
 
 - `<record_dir>/<save>_<k>.csv`: one row per recorded pruning step, surviving units per gated layer.
-- `<record_dir>/<save>.pk`: {"param": [[alpha_0, beta_0], ...]} (float64 arrays, one per iteration).
+- `<record_dir>/<save>.pk`: {"param": [[alpha_0, beta_0], ...]} (float64 arrays, one per iteration);
+  a record fitted on MACs (--budget macs) also holds "budget": "macs" (no key: parameters, as the
+  authors' records).
 - `<plots_dir>/<model>/<save>_<int(ratio*100)>.pk`: {"ratio", "train_acc", "train_loss", "test_acc",
   "test_loss", ...} with one value per epoch (extra keys allowed).
 
@@ -138,10 +140,24 @@ def read_prune_csv(path, num_layers=None):
     return np.array(rows, dtype=np.int64)
 
 
-def save_fits(path, fits):
-    """{"param": [[alpha, beta], ...]} as the authors wrote it."""
-    save_pickle({"param": [[np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)]
-                           for a, b in fits]}, path)
+def save_fits(path, fits, budget="params"):
+    """{"param": [[alpha, beta], ...]} as the authors wrote it, plus "budget" when not params."""
+    record = {"param": [[np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)]
+                        for a, b in fits]}
+    save_pickle(with_budget(record, budget), path)
+
+
+def with_budget(record, budget):
+    """A fit record marked with its resource; parameter records stay exactly the authors' format."""
+    return record if budget == "params" else {**record, "budget": budget}
+
+
+def check_budget(record, path, budget):
+    """Refuse a record fitted on one resource (tau = parameters or MACs) used with the other."""
+    fitted = record.get("budget", "params") if isinstance(record, dict) else "params"
+    if budget is not None and fitted != budget:
+        raise UserError(f"{path} was fitted on {fitted} (tau = the network's {fitted}), not {budget}; "
+                        f"use it with --budget {fitted}, or search again with --budget {budget}")
 
 
 def resolve_record(record_dir, prune_fname):
@@ -151,9 +167,11 @@ def resolve_record(record_dir, prune_fname):
     return record_pk_path(record_dir, prune_fname)
 
 
-def load_fits(path, num_layers=None):
-    """The list of (alpha, beta) float64 arrays of a search record."""
+def load_fits(path, num_layers=None, budget=None):
+    """The list of (alpha, beta) float64 arrays of a search record; with `budget`, the record must
+    have been fitted on that resource."""
     data = load_pickle(path)
+    check_budget(data, path, budget)
     try:
         fits = [(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
                 for a, b in data["param"]]
@@ -183,6 +201,12 @@ def ratio_tag(ratio):
 
 def result_path(plots_dir, model, save, ratio):
     return os.path.join(plots_dir, model, f"{save}_{ratio_tag(ratio)}.pk")
+
+
+def budget_tag(ratio=None, resource=None, target=None):
+    """The file-name suffix of one budget: int(ratio * 100) (the authors'), or for an absolute budget
+    the resource and the count, e.g. params1500000, which no ratio's all-digit tag can equal."""
+    return ratio_tag(ratio) if target is None else f"{resource}{int(target)}"
 
 
 def save_result(path, result):
