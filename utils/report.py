@@ -31,12 +31,13 @@ METHOD_LABELS = {
     "convcut": "Uniform Scale (ConvCut)",
     "neuralscale_it1": "NeuralScale (Iteration = 1)",
     "neuralscale_it15": "NeuralScale (Iteration = 15)",
+    "neuralscale_macs": "NeuralScale, MACs budget",  # beyond the paper: a --budget macs search
 }
 METHODS = tuple(METHOD_LABELS)
 STYLES = {  # (colour, marker) per method; pre-training runs cycle through the rest of the palette
     "uniform": ("tab:blue", "o"), "li_magnitude": ("tab:purple", "*"), "morphnet": ("tab:orange", "s"),
     "convcut": ("tab:brown", "v"), "neuralscale_it1": ("tab:green", "^"),
-    "neuralscale_it15": ("tab:red", "D"),
+    "neuralscale_it15": ("tab:red", "D"), "neuralscale_macs": ("tab:pink", "P"),
 }
 PALETTE = ("tab:green", "tab:orange", "tab:purple", "tab:red", "tab:brown", "tab:pink", "tab:olive",
            "tab:cyan", "tab:gray")
@@ -81,7 +82,8 @@ def default_names(model, dataset):
         else f"{model}_10_eff_{tag}"
     return {"uniform": f"{model}_uni_{tag}", "li_magnitude": f"{model}_norm_{tag}",
             "morphnet": f"{model}_pruned_{tag}", "convcut": f"{model}_convcut_{tag}",
-            "neuralscale_it1": f"{series}_early", "neuralscale_it15": f"{series}_late"}
+            "neuralscale_it1": f"{series}_early", "neuralscale_it15": f"{series}_late",
+            "neuralscale_macs": f"{series}_macs"}
 
 
 def title(model, dataset):
@@ -101,6 +103,7 @@ class Method:
     ratios: tuple = None       # restrict to these ratios (Li et al.: 0.75 only)
     note: str = ""             # a footnote printed under the table
     trained_widths: bool = True  # the result files were trained with these widths (not Li et al.)
+    budget: str = "params"     # the resource its widths were searched for; its rows sort by it
 
 
 @dataclasses.dataclass
@@ -128,13 +131,14 @@ class Row:
                 "missing_seeds": self.missing_seeds, "widths": self.widths}
 
 
-def neuralscale_widths(model, dataset, record_path, descent_idx):
-    """ratio -> widths from iteration `descent_idx` of a search record (the file is read once)."""
+def neuralscale_widths(model, dataset, record_path, descent_idx, budget="params"):
+    """ratio -> widths from iteration `descent_idx` of a search record (the file is read once), which
+    must have been fitted on `budget`."""
     spec, num_classes = MODELS[model], NUM_CLASSES[dataset]
-    fits = io.load_fits(record_path, num_layers=len(spec.DEFAULT_WIDTHS))
+    fits = io.load_fits(record_path, num_layers=len(spec.DEFAULT_WIDTHS), budget=budget)
     alpha, beta = io.select_fit(fits, descent_idx, record_path)
     return lambda r: spec.prepare_filters(r, num_classes=num_classes, alpha=alpha, beta=beta,
-                                          descent_idx=descent_idx)
+                                          descent_idx=descent_idx, budget=budget)
 
 
 def uniform_widths(model, dataset):
@@ -249,6 +253,7 @@ def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, lo
             example = result_file(plots_dir, model, m.name, "<seed>", m_ratios[0])
             log(f"note: {m.label} left out: no result files like {example}")
             continue
+        first = len(rows)
         for r in m_ratios:
             widths = [int(w) for w in m.widths(r)]
             row = Row(m.key, m.label, float(r), widths,
@@ -269,6 +274,7 @@ def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, lo
             if row.latency_ms is not None:
                 latency_cache.setdefault(key, (row.latency_ms, row.latency_source))
             rows.append(row)
+        rows[first:] = sorted(rows[first:], key=lambda row: getattr(row, m.budget))  # stable
     return rows
 
 
@@ -393,7 +399,7 @@ def save_figure(fig, figs_dir, stem):
     return paths
 
 
-def accuracy_figures(rows, *, figs_dir, model, dataset, kind="acc"):
+def accuracy_figures(rows, *, figs_dir, model, dataset, kind="acc", only=None):
     """The accuracy-vs-params figure, accuracy-vs-MACs beside it and, when latency is known,
     accuracy-vs-latency.
 
@@ -404,6 +410,8 @@ def accuracy_figures(rows, *, figs_dir, model, dataset, kind="acc"):
     """
     written = {}
     for x, prefix in (("params", "param"), ("macs", "macs"), ("latency_ms", "latency")):
+        if only is not None and x != only:
+            continue
         fig = plot_accuracy(rows, x=x, heading=title(model, dataset))
         if fig is not None:
             written[x] = (fig, save_figure(fig, figs_dir, f"{prefix}_{kind}_{model}_{dataset}"))
@@ -477,8 +485,9 @@ def checked_ratios(args, dataset):
     return ratios
 
 
-def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(), kind="acc"):
-    """Gather the rows, print the table (or --json), write the figures; the rows are returned."""
+def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(), kind="acc", only=None):
+    """Gather the rows, print the table (or --json), write the figures (`only`: just the one against
+    that x, "params", "macs" or "latency_ms"); the rows are returned."""
     device = None if args.no_latency else resolve_device(args.device)
     if not any_results(methods, args.plots_dir, model, ratios, args.seeds):
         raise UserError(f"no result files for {model} on {dataset} under {args.plots_dir}/{model}/ "
@@ -495,7 +504,7 @@ def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(),
         print(format_table(rows, heading, notes, {m.key for m in methods if m.note}))
     if not args.no_figs:
         for _, paths in accuracy_figures(rows, figs_dir=args.figs_dir, model=model, dataset=dataset,
-                                         kind=kind).values():
+                                         kind=kind, only=only).values():
             for path in paths:
                 log(f"wrote {path}")
     return rows

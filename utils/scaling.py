@@ -23,7 +23,6 @@ MAX_SEARCH_STEPS = 1_000_000  # the authors' loops converge in at most ~60k step
 RESOURCES = ("params", "macs")
 RESOURCE_WORDS = {"params": "parameters", "macs": "MACs per image"}
 REL_TOLERANCE = 0.005  # every budget of select_for_resource is met within 0.5 %
-MAX_SCALE = 2.0 ** 16  # scale factors of the bisection stop here (widths of millions of units)
 MORPH = {"start": 1.2, "step": 5e-5, "rel_tolerance": 0.005}  # --morph: rescale the pruned widths
 FALLBACK = {"start": 1.2, "step": 0.05, "rel_tolerance": 0.1}  # beta == 0 fit (ResNet18, MobileNetV2)
 
@@ -164,42 +163,41 @@ def resource_counter(model_name, resource, num_classes, convcut=False):
 def select_for_resource(model, template, ratio, target, count, *, resource, alpha, beta, pruned_widths,
                         search, small_width_rules):
     """Widths for a MACs budget, or for an absolute budget (`target`; else the uniform network's
-    count at `ratio`), all met within 0.5 % (see meet_budget). Same precedence as select_widths. The
-    +10 rule for small widths (ResNet18, MobileNetV2) is applied inside the search, so the count that
-    is met is that of the returned widths. A flat fit (beta == 0) rescales alpha as a whole."""
+    count at `ratio`), all met within 0.5 % (see meet_budget). Same precedence as select_widths; a flat
+    fit (beta == 0) rescales alpha as a whole. During a search (search=True) ResNet18 and MobileNetV2
+    then add 10 to widths below 10, after the budget is met, as the authors' search does: the budget
+    of a tiny network with all widths >= 10 is often out of reach, and the search prunes it anyway."""
     absolute = target is not None
     goal = target if absolute else count(uniform(template, ratio))
-    finish = bump_small if search and small_width_rules else (lambda w: w)
     if alpha is not None and any(beta):
         # x = ln(tau); widths grow with tau. The upper end grows until it is over the budget.
         widths = meet_budget(lambda x: power_law(alpha, beta, math.exp(x)), 0.0,
-                             math.log(max(goal, 2.0)), goal, count, finish, grow=lambda x: x + 10)
-    else:
-        base = alpha if alpha is not None else pruned_widths if pruned_widths is not None else template
-        if alpha is not None and small_width_rules:
-            finish = bump_small  # as the authors' fallback for a flat fit
-        if alpha is None and pruned_widths is None and not absolute:
-            widths = uniform(template, ratio)
-        else:  # x = one scale factor for every width
-            widths = meet_budget(lambda x: np.asarray(base, dtype=np.float64) * x, 0.0, 1.0, goal, count,
-                                 finish, grow=lambda x: 2 * x)
+                             math.log(max(goal, 2.0)), goal, count, grow=lambda x: x + 10)
+    elif alpha is None and pruned_widths is None and not absolute:
+        widths = uniform(template, ratio)
+    else:  # x = one scale factor for every width
+        base = np.asarray(alpha if alpha is not None else pruned_widths if pruned_widths is not None
+                          else template, dtype=np.float64)
+        widths = meet_budget(lambda x: base * x, 0.0, 1.0, goal, count, grow=lambda x: 2 * x)
     if widths is None:
         fail(model, ratio, goal, f"none within {REL_TOLERANCE:.1%}", resource, absolute)
+    if search and small_width_rules and alpha is not None:
+        widths = bump_small(widths)
     return check_widths(widths, model, ratio, goal)
 
 
-def meet_budget(raw, lo, hi, target, count, finish, *, grow, rel_tolerance=REL_TOLERANCE, steps=100):
-    """Widths int(raw(x)) (then `finish`) whose count is within the tolerance of `target`, or None.
+def meet_budget(raw, lo, hi, target, count, *, grow, rel_tolerance=REL_TOLERANCE, steps=100):
+    """Widths int(raw(x)) whose count is within the tolerance of `target`, or None.
 
     raw(x) are float widths growing with x. Bisection brackets the budget between the largest x under
     it and the smallest over it (`grow` widens the upper end, at most 64 times). One unit of an early,
     high-resolution layer can move MACs by more than 0.5 % on a small network, so when neither side is
-    close enough the configuration under the budget is topped up, one unit per layer at most, largest
-    fractional part first (largest-remainder rounding), as long as the count stays under the upper
-    tolerance. Every loop is bounded.
+    close enough the configuration under the budget is topped up: one unit per layer, largest
+    fractional part first (largest-remainder rounding), then the cheapest single units, as long as the
+    count stays under the upper tolerance. Every loop is bounded.
     """
     def at(x):
-        widths = finish([int(w) for w in raw(x)])
+        widths = [int(w) for w in raw(x)]
         return widths, (count(widths) if min(widths) >= 1 else 0)  # a zero-unit layer is under any budget
 
     for _ in range(64):
@@ -218,16 +216,28 @@ def meet_budget(raw, lo, hi, target, count, finish, *, grow, rel_tolerance=REL_T
              if c and abs(c - target) <= rel_tolerance * target]
     if close:
         return min(close, key=lambda pair: pair[0])[1]
-    floats = raw(lo)
-    widths = [int(w) for w in floats]
-    for layer in np.argsort(-(np.asarray(floats) - widths), kind="stable"):
+    floats = np.asarray(raw(lo))
+    widths, upper, lower = under, (1 + rel_tolerance) * target, (1 - rel_tolerance) * target
+
+    def plus_one(layer):
         trial = list(widths)
         trial[layer] += 1
-        achieved = count(finish(trial)) if min(finish(trial)) >= 1 else 0
-        if achieved <= (1 + rel_tolerance) * target:
+        return (count(trial) if min(trial) >= 1 else 0), trial
+
+    for layer in np.argsort(-(floats - np.floor(floats)), kind="stable"):
+        achieved, trial = plus_one(layer)
+        if achieved <= upper:
             widths = trial
-            if achieved >= (1 - rel_tolerance) * target:
-                return finish(widths)
+            if achieved >= lower:
+                return widths
+    for _ in range(10 * len(widths)):  # still short: the cheapest unit that fits, until within
+        fits = [plus_one(layer) for layer in range(len(widths))]
+        fits = [(c, w) for c, w in fits if c <= upper]
+        if not fits:
+            return None
+        achieved, widths = min(fits, key=lambda pair: pair[0])
+        if achieved >= lower:
+            return widths
     return None
 
 
