@@ -2,7 +2,8 @@
 
 Reads <record_dir>/<prune_fname>_<k>.csv for k = 0, 1, ... (consecutive, as many as exist, or
 --iterations), fits alpha and beta per layer (the authors' fit), rewrites
-<prune_fname>_param<k>.pk and <prune_fname>.pk, and prints the fits.
+<prune_fname>_param<k>.pk and <prune_fname>.pk, and prints the fits. --budget macs: tau is each row's
+MACs per image (as a search run with --budget macs), and the records say so.
 """
 import os
 
@@ -10,7 +11,8 @@ import numpy as np
 
 from model import get_spec
 from utils import io
-from utils.cli import MODEL_NAMES, UserError, check_pair, check_run_name, make_parser, run_main, writable_dir
+from utils.cli import (MODEL_NAMES, UserError, add_budget_arg, check_pair, check_run_name, make_parser, run_main,
+                       writable_dir)
 from utils.data import NUM_CLASSES
 from utils.descent import param_pk_path
 from utils.fit import fit_power_law
@@ -28,13 +30,15 @@ def parse_args():
                         help="fit iterations 0..N-1 (default: every consecutive CSV present)")
     parser.add_argument("--exact", action="store_true",
                         help="tau = the built network's exact parameter count (as a search run with --exact)")
+    add_budget_arg(parser)
     return parser.parse_args()
 
 
 def fit(path, rows, args):
     """(alpha, beta) of one record; a record that cannot be fitted is a UserError naming it."""
     try:
-        alpha, beta = fit_power_law(rows, args.model, NUM_CLASSES[args.dataset], exact=args.exact)
+        alpha, beta = fit_power_law(rows, args.model, NUM_CLASSES[args.dataset], exact=args.exact,
+                                    budget=args.budget)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
     except np.linalg.LinAlgError:  # every row has the same parameter count
@@ -74,12 +78,13 @@ def main():
     with np.printoptions(precision=6, linewidth=200):
         for k, (rows, (alpha, beta)) in enumerate(zip(records, fits)):
             path = param_pk_path(args.record_dir, args.prune_fname, k)
-            io.save_pickle({"train_alpha": alpha, "train_beta": beta, **kept_settings(path)}, path)
+            io.save_pickle(io.with_budget({"train_alpha": alpha, "train_beta": beta, **kept_settings(path)},
+                                          args.budget), path)
             note = "" if any(beta) else "  (fewer than 6 rows: fallback, beta = 0)"
             print(f"iteration {k} ({len(rows)} rows){note}\n  alpha = {alpha}\n  beta  = {beta}")
     record = io.record_pk_path(args.record_dir, args.prune_fname)
-    io.save_fits(record, fits, kept_settings(record).get("settings"))
-    print(f"wrote {record} ({len(fits)} iterations)")
+    io.save_fits(record, fits, kept_settings(record).get("settings"), args.budget)
+    print(f"wrote {record} ({len(fits)} iterations, tau = {args.budget})")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
     python list_architecture.py --model vgg --dataset CIFAR10 --prune_fname vgg_10_eff_c10
     python list_architecture.py --model vgg --dataset CIFAR10 --prune_fname run.pk --json
     python list_architecture.py --model mobilenetv2 --dataset CIFAR100 --prune_fname NAME --plot
+    python list_architecture.py --model vgg --dataset CIFAR10 --target_params 1.5M
+    python list_architecture.py --model vgg --dataset CIFAR10 --prune_fname NAME --budget macs
 
-`params` is the trainable parameter count of the network the widths build (gates excluded).
+`params` is the trainable parameter count of the network the widths build (gates excluded), `macs`
+its multiply-accumulates per image in the conv and linear layers at the data set's input size.
 """
 import json
 import os
@@ -13,10 +16,11 @@ import numpy as np
 
 from model import MODELS
 from utils import io
-from utils.cli import (UserError, add_common_args, check_pair, check_ratios, check_widths, make_parser,
+from utils import scaling
+from utils.cli import (UserError, add_budget_arg, add_common_args, check_pair, check_ratios, check_widths, make_parser,
                        run_main, writable_dir)
-from utils.data import NUM_CLASSES
-from utils.params import built_params
+from utils.data import IMAGE_SIZE, NUM_CLASSES
+from utils.params import built_params, count_macs
 
 CIFAR_RATIOS = (0.25, 0.75, 1.25, 2.0)  # the authors' list_architecture.py
 TINY_RATIOS = (0.25, 0.5, 0.75, 1.0)
@@ -32,6 +36,11 @@ def parse_args(argv=None):
     p.add_argument("--descent_idx", type=int, nargs="+", help="iterations to list (default: all)")
     p.add_argument("--ratios", type=float, nargs="+", help="default: 0.25 0.75 1.25 2 (CIFAR-like), "
                                                            "0.25 0.5 0.75 1 (tinyimagenet)")
+    p.add_argument("--target_params", nargs="+", metavar="N",
+                   help="instead of --ratios: absolute budgets in parameters, e.g. 1.5M (suffixes k, M, G)")
+    p.add_argument("--target_macs", nargs="+", metavar="N",
+                   help="instead of --ratios: absolute budgets in MACs per image, e.g. 300M")
+    add_budget_arg(p, default=None)
     p.add_argument("--exact", action="store_true", help="tau search on the exact parameter count")
     p.add_argument("--convcut", action="store_true", help="all shortcuts convolutional")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -40,27 +49,40 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def configurations(args):
-    """Yield (descent_idx, ratio, widths) for every requested row."""
-    spec, num_classes = MODELS[args.model], NUM_CLASSES[args.dataset]
+def budget_points(args):
+    """[(ratio, target)]: the ratios, or the absolute budgets of --target_* (one of each pair None)."""
+    args.budget = scaling.resolve_budget(args.budget, args.target_params, args.target_macs)
+    given = args.target_params if args.target_params is not None else args.target_macs
+    if given is not None:
+        if args.ratios:
+            raise UserError(f"give --ratios or --target_{args.budget}, not both")
+        return [(None, scaling.parse_count(t, f"--target_{args.budget}")) for t in given]
     ratios = args.ratios or (TINY_RATIOS if args.dataset == "tinyimagenet" else CIFAR_RATIOS)
     check_ratios(ratios)
-    common = dict(num_classes=num_classes, exact=args.exact, convcut=args.convcut)
+    return [(r, None) for r in ratios]
+
+
+def configurations(args):
+    """Yield (descent_idx, ratio, target, widths) for every requested row."""
+    spec, num_classes = MODELS[args.model], NUM_CLASSES[args.dataset]
+    points = budget_points(args)
+    common = dict(num_classes=num_classes, exact=args.exact, convcut=args.convcut, budget=args.budget)
     if args.method == "uniform":
-        for r in ratios:
-            yield None, r, spec.prepare_filters(r, **common)
+        for r, t in points:
+            yield None, r, t, spec.prepare_filters(r, target=t, **common)
     elif args.method == "morph":
         pruned = morph_widths(args)
-        for r in ratios:
-            yield None, r, spec.prepare_filters(r, pruned_widths=pruned, **common)
+        for r, t in points:
+            yield None, r, t, spec.prepare_filters(r, target=t, pruned_widths=pruned, **common)
     else:
         path = io.resolve_record(args.record_dir, args.prune_fname)
-        fits = io.load_fits(path, num_layers=len(spec.DEFAULT_WIDTHS))
+        fits = io.load_fits(path, num_layers=len(spec.DEFAULT_WIDTHS), budget=args.budget)
         indices = args.descent_idx if args.descent_idx is not None else range(len(fits))
         for idx in indices:
             alpha, beta = io.select_fit(fits, idx, path)
-            for r in ratios:
-                yield idx, r, spec.prepare_filters(r, alpha=alpha, beta=beta, descent_idx=idx, **common)
+            for r, t in points:
+                yield idx, r, t, spec.prepare_filters(r, target=t, alpha=alpha, beta=beta, descent_idx=idx,
+                                                      **common)
 
 
 def morph_widths(args):
@@ -111,21 +133,29 @@ def main(argv=None):
         raise UserError("--method neuralscale needs --prune_fname (a search record)")
     if args.plot and args.method != "neuralscale":
         raise UserError("--plot draws iterations of a search record: give --prune_fname")
+    if args.plot and (args.target_params or args.target_macs):
+        raise UserError("--plot draws one panel per ratio; leave out --target_params/--target_macs")
     if args.plot:
         writable_dir(args.figs_dir)
     num_classes = NUM_CLASSES[args.dataset]
     rows = list(configurations(args))
-    for idx, ratio, widths in rows:
-        check_widths(widths, f"{args.model} at ratio {ratio:g}")
-    for idx, ratio, widths in rows:
+    for idx, ratio, target, widths in rows:  # before building anything
+        where = f"ratio {ratio:g}" if target is None else f"target_{args.budget} {target:,}"
+        check_widths(widths, f"{args.model} at {where}")
+    for idx, ratio, target, widths in rows:
         params = built_params(args.model, widths, num_classes, convcut=args.convcut)
+        macs = count_macs(args.model, widths, num_classes, IMAGE_SIZE[args.dataset], args.convcut)
         if args.json:
             print(json.dumps({"model": args.model, "dataset": args.dataset, "method": args.method,
-                              "descent_idx": idx, "ratio": ratio, "widths": widths, "params": params}))
+                              "descent_idx": idx, "ratio": ratio, "widths": widths, "params": params,
+                              "macs": macs, "budget": args.budget,
+                              **({} if target is None else {"target": target})}))
         else:
             where = f"iteration {idx + 1:2d} (descent_idx {idx:2d})  " if idx is not None else ""
-            print(f"{where}ratio {ratio:<5g} params {params:>12,}  widths {widths}")
+            point = f"ratio {ratio:<5g}" if target is None else f"target_{args.budget} {target:,}"
+            print(f"{where}{point} params {params:>12,}  MACs {macs:>14,}  widths {widths}")
     if args.plot:
+        rows = [(idx, ratio, widths) for idx, ratio, _, widths in rows]
         for path in plot(rows, args):
             print(f"wrote {path}")
 

@@ -5,12 +5,18 @@
 
 Per method and ratio: the mean ± population std over seeds of the best test accuracy over epochs (the
 paper's statistic), the final-epoch mean, the number of seeds found, the trainable parameters of the
-built network and its latency (batch 100, 20 warm-up + 80 timed passes on --device; a `latency_ms`
-stored in the pickles wins). Result files: <plots_dir>/<model>/<name>_<seed>_<int(ratio*100)>.pk with
+built network, its multiply-accumulates per image (MACs, conv and linear layers) and its latency
+(batch 100, 20 warm-up + 80 timed passes on --device; a `latency_ms` stored in the pickles wins; a
+measurement is kept under <plots_dir>/latency_cache/ and reused on the same machine and settings). Result files: <plots_dir>/<model>/<name>_<seed>_<int(ratio*100)>.pk with
 the authors' names by default. A method with no file at all is left out with a note on stderr; a ratio
 or seed with no file is reported as missing, never filled in. ConvCut (resnet18, mobilenetv2) and
 Li et al. (ratio 0.75) appear whenever their files exist.
-Figures: <figs_dir>/param_acc_<model>_<dataset>.{png,pdf} and latency_acc_... when latency is known.
+Figures: <figs_dir>/param_acc_<model>_<dataset>.{png,pdf}, macs_acc_... beside it, and latency_acc_...
+when latency is known; --x draws just one of them (--x macs: accuracy against MACs).
+
+Beyond the paper: --macs_record NAME adds "NeuralScale, MACs budget", the widths of a search run with
+--budget macs (results --macs_name, iteration --late_idx). Each method's rows are sorted by the resource
+it was searched for: MACs for that one, parameters for the others.
 """
 import sys
 
@@ -20,7 +26,8 @@ from utils.cli import UserError, check_pair, make_parser, run_main
 from utils.data import NUM_CLASSES
 
 NAME_FLAGS = {"uniform": "uniform_name", "morphnet": "morph_name", "neuralscale_it1": "early_name",
-              "neuralscale_it15": "late_name", "li_magnitude": "li_name", "convcut": "convcut_name"}
+              "neuralscale_it15": "late_name", "li_magnitude": "li_name", "convcut": "convcut_name",
+              "neuralscale_macs": "macs_name"}
 
 
 def parse_args(argv=None):
@@ -39,6 +46,10 @@ def parse_args(argv=None):
     p.add_argument("--late_idx", type=int, default=report.IT15_IDX,
                    help="descent_idx of the 'NeuralScale (Iteration = 15)' rows (a shorter search: its "
                         "last iteration; the label then says which); the --json key stays neuralscale_it15")
+    p.add_argument("--macs_record", help="a search record fitted with --budget macs (name under --record_dir "
+                                         "or .pk path): adds the 'NeuralScale, MACs budget' rows")
+    p.add_argument("--x", choices=("params", "macs", "latency_ms"), default=None,
+                   help="draw only the accuracy figure against this (default: every one available)")
     for method, flag in NAME_FLAGS.items():
         p.add_argument(f"--{flag}", help=f"result-file prefix of {report.METHOD_LABELS[method]} "
                                          "(default: the authors' name)")
@@ -95,6 +106,21 @@ def build_methods(args):
                                              report.morph_widths(args.model, args.dataset, pruned)))
         elif key == "convcut":
             methods.append(report.Method(key, label[key], names[key], uniform, convcut=True))
+        elif key == "neuralscale_macs":
+            if not args.macs_record:
+                continue  # only on request: no search of the paper's was run for MACs
+            record = io.resolve_record(args.record_dir, args.macs_record)
+            if not report.try_record(record, label[key], log):
+                continue
+            fits = io.load_fits(record, len(MODELS[args.model].DEFAULT_WIDTHS), budget="macs")
+            if args.late_idx >= len(fits):
+                log(f"note: {label[key]} left out: {record} holds iterations 0..{len(fits) - 1}, "
+                    f"not descent_idx {args.late_idx}")
+                continue
+            methods.append(report.Method(
+                key, f"{label[key]} (Iteration = {args.late_idx + 1})", names[key],
+                report.neuralscale_widths(args.model, args.dataset, record, args.late_idx, budget="macs"),
+                budget="macs"))
         else:
             idx = args.early_idx if key == "neuralscale_it1" else args.late_idx
             record = io.resolve_record(args.record_dir, args.prune_fname or
@@ -118,7 +144,7 @@ def main(argv=None):
     if min(args.early_idx, args.late_idx) < 0:
         raise UserError("--early_idx and --late_idx count iterations from 0")
     report.emit(args, build_methods(args), model=args.model, dataset=args.dataset, ratios=ratios,
-                heading=report.title(args.model, args.dataset), log=log)
+                heading=report.title(args.model, args.dataset), log=log, only=args.x)
 
 
 if __name__ == "__main__":

@@ -75,14 +75,40 @@ def exact_params(widths, num_classes, convcut=False):
     return formula_params([int(w) for w in widths], num_classes)
 
 
+def exact_macs(widths, num_classes, input_size=32, convcut=False):
+    """Multiply-accumulates per image in the conv and linear layers (biases, BatchNorm, ReLU and
+    pooling left out). Only inputs that pool down to 1x1 (32..63 pixels) fit the Linear head."""
+    if convcut:
+        raise ValueError("VGG has no shortcuts; convcut applies to resnet18 and mobilenetv2")
+    total, c_in, size = 0, 3, input_size
+    for i, c in enumerate(int(w) for w in widths):
+        total += size * size * c_in * c * 9
+        if i in POOL_AFTER:
+            size //= 2
+        c_in = c
+    if size != 1:
+        raise ValueError(f"VGG's Linear head needs a 1x1 map; a {input_size}x{input_size} input ends "
+                         f"{size}x{size}")
+    return total + c_in * num_classes
+
+
 def prepare_filters(ratio=None, *, num_classes=10, alpha=None, beta=None, pruned_widths=None,
-                    search=False, descent_idx=14, exact=False, convcut=False):
+                    search=False, descent_idx=14, exact=False, convcut=False, budget="params",
+                    target=None):
     """The flat width list: default (ratio None), NeuralScale (alpha, beta), pruned-uniform
     (pruned_widths, the --morph baseline) or uniform scaling (utils.scaling.select_widths). VGG
     specifics (authors'): the budget counts the unrounded scaled widths; the tau search is 2000 fixed
-    steps; no small-width rules (a beta == 0 fit keeps int(alpha) at every ratio)."""
-    if ratio is None:
+    steps; no small-width rules (a beta == 0 fit keeps int(alpha) at every ratio).
+
+    budget="macs" (MACs per image) or an absolute `target` (in that resource, instead of the ratio)
+    leave the authors' loops for scaling.select_for_resource; "params" with a ratio is the authors'."""
+    if ratio is None and target is None:
         return list(DEFAULT_WIDTHS)
+    if budget != "params" or target is not None:  # beyond the paper: see scaling.select_for_resource
+        count = scaling.resource_counter(NAME, budget, num_classes, convcut)
+        return scaling.select_for_resource(NAME, DEFAULT_WIDTHS, ratio, target, count, resource=budget,
+                                           alpha=alpha, beta=beta, pruned_widths=pruned_widths,
+                                           search=search, small_width_rules=False)
     count = scaling.counter(formula_params, exact_params, num_classes, exact, convcut)
     if exact:
         target = count(scaling.uniform(DEFAULT_WIDTHS, ratio))

@@ -99,6 +99,26 @@ def check_run_name(name, flag="--save"):
     return name
 
 
+def add_budget_arg(parser, default="params"):
+    parser.add_argument("--budget", choices=("params", "macs"), default=default,
+                        help="the resource the search and fit scale to: parameters (the paper) or MACs per "
+                             "image (tau search by bisection, within 0.5 %%)")
+
+
+def add_precision_args(parser):
+    """--precision and --bn_init: shared by every training script (swipes, train_norm, fine_tune, searches)."""
+    from model.bn_init import BN_INITS
+    from utils.accel import PRECISIONS
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32: the authors' arithmetic (TF32 off on CUDA); tf32: TF32 matmul and cuDNN "
+                             "on CUDA; bf16: bfloat16 autocast, on the CPU too (BatchNorm and the loss stay "
+                             "fp32)")
+    parser.add_argument("--bn_init", choices=BN_INITS, default="uniform",
+                        help="BatchNorm weight init of resnet18 and mobilenetv2: uniform U(0, 1), what the "
+                             "authors' PyTorch 1.0.1 did; ones: today's default. VGG always 0.5 (authors')")
+    return parser
+
+
 def resolve_device(name):
     import torch
     try:

@@ -6,6 +6,10 @@ power law), train it from scratch with the search LR rule, prune it with Taylor-
 warm-up until the pruner is done, write the record `<save>_<k>.csv`, fit (alpha, beta) and write
 `<save>_param<k>.pk`. After the last iteration, `<save>.pk` = {"param": [[alpha, beta], ...]}.
 
+--budget macs: the same search for a budget in MACs per image. Every iteration's network matches the
+MACs of the default network scaled by --search_ratio, and tau in the fit is each recorded row's MACs;
+the per-iteration and final records say "budget": "macs" and are refused by a parameter-budget run.
+
 Reproducible and resumable: iteration k seeds everything from (--seed, k) and its data from
 (--seed, k, epoch), so an iteration whose CSV and param pickle exist is loaded instead of recomputed
 and a resumed search writes the same files as an uninterrupted one. Without --seed a search draws a
@@ -21,12 +25,12 @@ from tqdm import tqdm
 
 from model import build_model, gates_of, get_spec
 from utils import accel, data, io, train
-from utils.cli import (UserError, add_common_args, check_pair, check_positive, check_run_name, resolve_device,
-                       writable_dir)
+from utils.cli import (UserError, add_budget_arg, add_common_args, add_precision_args, check_pair, check_positive,
+                       check_run_name, resolve_device, writable_dir)
 from utils.fit import fit_power_law
-from utils.params import count_params
+from utils.params import count_macs, count_params
 from utils.prune import TaylorFOPruner
-from utils.swipe import add_precision_args
+from utils.scaling import input_size
 
 DEFAULT_ITERATIONS, MORPH_ITERATIONS = 15, 1
 DEFAULT_FRACTION, MORPH_FRACTION = 0.95, 0.5
@@ -60,6 +64,7 @@ def add_search_args(parser, *, datasets, model, dataset, batch_size, prune_every
     parser.add_argument("--exact", action="store_true",
                         help="tau search and fit count the built network's parameters (opt-in correction; "
                              "default: the authors' formula)")
+    add_budget_arg(parser)
     parser.add_argument("--subset", type=int, default=None, help="train on the first N images only")
     parser.add_argument("--loader", choices=data.LOADERS, default="fast",
                         help="fast: batches augmented on the device; torchvision: the authors' pipeline")
@@ -129,7 +134,7 @@ def _settings(args):
 # they bound the search; a finished iteration is the same under a larger bound.
 SEARCH_SETTINGS = ("model", "dataset", "seed", "lr", "momentum", "weight_decay", "warmup", "batch_size",
                    "prune_every", "prune_per_step", "prune_fraction", "search_ratio", "exact", "subset",
-                   "loader", "precision", "bn_init", "same_norm", "morph")
+                   "loader", "precision", "bn_init", "same_norm", "morph", "budget")
 
 
 def search_settings(args):
@@ -159,7 +164,11 @@ def _load_iteration(args, k, num_layers, log):
         return None
     io.read_prune_csv(csv_path, num_layers)  # refuse a record of another model
     fit = io.load_pickle(pk_path)
-    refusal = _other_settings(pk_path, fit, args)
+    try:
+        io.check_budget(fit, pk_path, args.budget)
+        refusal = _other_settings(pk_path, fit, args)
+    except UserError as err:  # fitted on the other resource
+        refusal = err
     if refusal is not None and args.overwrite:
         log(f"iteration {k}: {pk_path} has other settings; recomputing from here (--overwrite)")
         return None
@@ -194,7 +203,7 @@ def _search_widths(args, k, num_classes, previous):
         return spec.prepare_filters(args.search_ratio, num_classes=num_classes)
     alpha, beta = previous
     return spec.prepare_filters(args.search_ratio, num_classes=num_classes, alpha=alpha, beta=beta,
-                                search=True, descent_idx=0, exact=args.exact)
+                                search=True, descent_idx=0, exact=args.exact, budget=args.budget)
 
 
 def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
@@ -205,7 +214,9 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
     optimizer = train.make_optimizer(model, args.lr, args.momentum, args.weight_decay)
     pruner = TaylorFOPruner(gates_of(model), prune_fraction=args.prune_fraction,
                             prune_every=args.prune_every, prune_per_step=args.prune_per_step, log=log)
+    macs = count_macs(args.model, widths, num_classes, input_size(num_classes))
     log(f"iteration {k}: widths {widths} ({count_params(args.model, widths, num_classes):,} formula params, "
+        f"{macs:,} MACs, "
         f"{pruner.total} units; pruning to {pruner.total - pruner.max_prunable} in at most "
         f"{pruner.max_steps} steps)")
 
@@ -238,12 +249,12 @@ def log(line):
     sys.stdout.flush()
 
 
-def _same_fits(record, fits, num_layers, settings):
+def _same_fits(record, fits, num_layers, settings, budget):
     """A finished search run again leaves its record untouched (no rewrite, same mtime)."""
     if not os.path.exists(record):
         return False
     try:
-        old = io.load_fits(record, num_layers)
+        old = io.load_fits(record, num_layers, budget)
     except UserError:
         return False
     if io.load_pickle(record).get("settings") != settings:
@@ -288,19 +299,19 @@ def run_search(args, *, datasets, schedule, log=log):
     for k in range(k, args.iterations):
         widths = _search_widths(args, k, num_classes, fits[-1] if fits else None)
         rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log)
-        alpha, beta = fit_power_law(rows, args.model, num_classes, exact=args.exact)
+        alpha, beta = fit_power_law(rows, args.model, num_classes, exact=args.exact, budget=args.budget)
         io.write_prune_csv(io.record_csv_path(args.record_dir, args.save, k), rows)
-        io.save_pickle({"train_alpha": alpha, "train_beta": beta, "seed": args.seed,
-                        "settings": search_settings(args)},
+        io.save_pickle(io.with_budget({"train_alpha": alpha, "train_beta": beta, "seed": args.seed,
+                                       "settings": search_settings(args)}, args.budget),
                        param_pk_path(args.record_dir, args.save, k))
         log(f"iteration {k}: {len(rows)} rows recorded, final widths {list(rows[-1])}"
             + ("" if any(beta) else " (fewer than 6 rows: the authors' fallback fit, beta = 0)"))
         fits.append((alpha, beta))
 
-    if _same_fits(record, fits, num_layers, search_settings(args)):
+    if _same_fits(record, fits, num_layers, search_settings(args), args.budget):
         log(f"{record} is up to date ({len(fits)} iterations)")
     else:
-        io.save_fits(record, fits, settings=search_settings(args))
+        io.save_fits(record, fits, settings=search_settings(args), budget=args.budget)
         log(f"wrote {record} ({len(fits)} iterations)")
     if args.morph:
         last = io.read_prune_csv(io.record_csv_path(args.record_dir, args.save, 0), num_layers)[-1]

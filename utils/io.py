@@ -1,7 +1,9 @@
 """Files shared between scripts, in the authors' formats (SPEC "Formats").
 
 - `<record_dir>/<save>_<k>.csv`: one row per recorded pruning step, surviving units per gated layer.
-- `<record_dir>/<save>.pk`: {"param": [[alpha_0, beta_0], ...]} (float64 arrays, one per iteration).
+- `<record_dir>/<save>.pk`: {"param": [[alpha_0, beta_0], ...]} (float64 arrays, one per iteration);
+  a record fitted on MACs (--budget macs) also holds "budget": "macs" (no key: parameters, as the
+  authors' records).
 - `<plots_dir>/<model>/<save>_<int(ratio*100)>.pk`: {"ratio", "train_acc", "train_loss", "test_acc",
   "test_loss", ...} with one value per epoch (extra keys allowed).
 
@@ -179,12 +181,26 @@ def read_prune_csv(path, num_layers=None):
     return np.array(rows, dtype=np.int64)
 
 
-def save_fits(path, fits, settings=None):
-    """{"param": [[alpha, beta], ...]} as the authors wrote it, plus the search's "settings" if given."""
+def save_fits(path, fits, settings=None, budget="params"):
+    """{"param": [[alpha, beta], ...]} as the authors wrote it, plus the search's "settings" if given and
+    "budget" when not params."""
     record = {"param": [[np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)] for a, b in fits]}
     if settings is not None:
         record["settings"] = settings
-    save_pickle(record, path)
+    save_pickle(with_budget(record, budget), path)
+
+
+def with_budget(record, budget):
+    """A fit record marked with its resource; parameter records stay exactly the authors' format."""
+    return record if budget == "params" else {**record, "budget": budget}
+
+
+def check_budget(record, path, budget):
+    """Refuse a record fitted on one resource (tau = parameters or MACs) used with the other."""
+    fitted = record.get("budget", "params") if isinstance(record, dict) else "params"
+    if budget is not None and fitted != budget:
+        raise UserError(f"{path} was fitted on {fitted} (tau = the network's {fitted}), not {budget}; "
+                        f"use it with --budget {fitted}, or search again with --budget {budget}")
 
 
 def resolve_record(record_dir, prune_fname):
@@ -194,9 +210,11 @@ def resolve_record(record_dir, prune_fname):
     return record_pk_path(record_dir, prune_fname)
 
 
-def load_fits(path, num_layers=None):
-    """The list of (alpha, beta) float64 arrays of a search record."""
+def load_fits(path, num_layers=None, budget=None):
+    """The list of (alpha, beta) float64 arrays of a search record; with `budget`, the record must
+    have been fitted on that resource."""
     data = load_pickle(path)
+    check_budget(data, path, budget)
     try:
         fits = [(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
                 for a, b in data["param"]]
@@ -252,6 +270,10 @@ def distinct_ratios(ratios, path_of):
 
 def same_ratio(a, b):
     return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+def budget_tag(ratio=None, resource=None, target=None):
+    """The file-name suffix of one budget: int(ratio * 100) (the authors'), or for an absolute budget
+    the resource and the count, e.g. params1500000, which no ratio's all-digit tag can equal."""
+    return ratio_tag(ratio) if target is None else f"{resource}{int(target)}"
 
 
 def save_result(path, result):
@@ -277,10 +299,11 @@ def load_result(path, ratio=None):
     latency = data.get("latency_ms")
     if latency is not None and (isinstance(latency, bool) or not isinstance(latency, numbers.Real)):
         raise UserError(f"{path}: latency_ms must be a number or None, got {latency!r}")
-    stored = data["ratio"]
-    if isinstance(stored, bool) or not isinstance(stored, numbers.Real):
+    stored = data["ratio"]  # None: an absolute budget (--target_params / --target_macs)
+    if stored is not None and (isinstance(stored, bool) or not isinstance(stored, numbers.Real)):
         raise UserError(f"{path}: ratio must be a number, got {stored!r}")
-    if ratio is not None and not same_ratio(stored, ratio):
-        raise UserError(f"{path} holds ratio {float(stored):g}, not {ratio:g} (file names truncate the ratio "
+    if ratio is not None and (stored is None or not same_ratio(stored, ratio)):
+        held = "an absolute budget" if stored is None else f"ratio {float(stored):g}"
+        raise UserError(f"{path} holds {held}, not ratio {ratio:g} (file names truncate the ratio "
                         f"to int(ratio * 100)); use another --save for one of them")
     return data

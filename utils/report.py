@@ -4,7 +4,8 @@ Shared by plot_ratio.py (Table 1, Supplementary Tables 2, 5 and 6), plot_ratio_w
 and plot_filters.py (Figure 2). The statistics are the paper's: per seed the best test accuracy over
 epochs (max of `test_acc`, i.e. model selection on the test set, as the authors did), then the mean and
 the population std (ddof 0) over seeds; the final-epoch mean is reported beside it. Parameters are the
-trainable parameters of the built network, gates excluded; latency follows the paper's protocol
+trainable parameters of the built network, gates excluded; MACs the multiply-accumulates per image
+of its conv and linear layers (utils.params.count_macs); latency follows the paper's protocol
 (utils/latency.py) unless the result pickles carry a measured `latency_ms`.
 
 Nothing is ever invented: a missing seed lowers `n_seeds`, a ratio with no files has no accuracy.
@@ -20,7 +21,7 @@ from model import MODELS
 from utils import io
 from utils.cli import UserError, add_common_args, check_ratios, check_widths, resolve_device, writable_dir
 from utils.data import IMAGE_SIZE, NUM_CLASSES
-from utils.params import built_params, count_params
+from utils.params import built_params, count_macs, count_params
 
 # Table order follows the paper (Table 1, then ConvCut as in Supplementary Table 5).
 METHOD_LABELS = {
@@ -30,12 +31,13 @@ METHOD_LABELS = {
     "convcut": "Uniform Scale (ConvCut)",
     "neuralscale_it1": "NeuralScale (Iteration = 1)",
     "neuralscale_it15": "NeuralScale (Iteration = 15)",
+    "neuralscale_macs": "NeuralScale, MACs budget",  # beyond the paper: a --budget macs search
 }
 METHODS = tuple(METHOD_LABELS)
 STYLES = {  # (colour, marker) per method; pre-training runs cycle through the rest of the palette
     "uniform": ("tab:blue", "o"), "li_magnitude": ("tab:purple", "*"), "morphnet": ("tab:orange", "s"),
     "convcut": ("tab:brown", "v"), "neuralscale_it1": ("tab:green", "^"),
-    "neuralscale_it15": ("tab:red", "D"),
+    "neuralscale_it15": ("tab:red", "D"), "neuralscale_macs": ("tab:pink", "P"),
 }
 PALETTE = ("tab:green", "tab:orange", "tab:purple", "tab:red", "tab:brown", "tab:pink", "tab:olive",
            "tab:cyan", "tab:gray")
@@ -80,7 +82,8 @@ def default_names(model, dataset):
         else f"{model}_10_eff_{tag}"
     return {"uniform": f"{model}_uni_{tag}", "li_magnitude": f"{model}_norm_{tag}",
             "morphnet": f"{model}_pruned_{tag}", "convcut": f"{model}_convcut_{tag}",
-            "neuralscale_it1": f"{series}_early", "neuralscale_it15": f"{series}_late"}
+            "neuralscale_it1": f"{series}_early", "neuralscale_it15": f"{series}_late",
+            "neuralscale_macs": f"{series}_macs"}
 
 
 def title(model, dataset):
@@ -100,6 +103,7 @@ class Method:
     ratios: tuple = None       # restrict to these ratios (Li et al.: 0.75 only)
     note: str = ""             # a footnote printed under the table
     trained_widths: bool = True  # the result files were trained with these widths (not Li et al.)
+    budget: str = "params"     # the resource its widths were searched for; its rows sort by it
 
 
 @dataclasses.dataclass
@@ -118,21 +122,23 @@ class Row:
     missing_seeds: list = dataclasses.field(default_factory=list)
     best: list = dataclasses.field(default_factory=list)      # per-seed best test accuracy
     latency_source: str = None                                # "pickle", "measured" or None
+    macs: int = None                                          # multiply-accumulates per image
 
     def to_json(self):
-        return {"method": self.method, "ratio": self.ratio, "params": self.params,
+        return {"method": self.method, "ratio": self.ratio, "params": self.params, "macs": self.macs,
                 "latency_ms": self.latency_ms, "acc_mean": self.acc_mean, "acc_std": self.acc_std,
                 "acc_final_mean": self.acc_final_mean, "n_seeds": self.n_seeds,
                 "missing_seeds": self.missing_seeds, "widths": self.widths}
 
 
-def neuralscale_widths(model, dataset, record_path, descent_idx):
-    """ratio -> widths from iteration `descent_idx` of a search record (the file is read once)."""
+def neuralscale_widths(model, dataset, record_path, descent_idx, budget="params"):
+    """ratio -> widths from iteration `descent_idx` of a search record (the file is read once), which
+    must have been fitted on `budget`."""
     spec, num_classes = MODELS[model], NUM_CLASSES[dataset]
-    fits = io.load_fits(record_path, num_layers=len(spec.DEFAULT_WIDTHS))
+    fits = io.load_fits(record_path, num_layers=len(spec.DEFAULT_WIDTHS), budget=budget)
     alpha, beta = io.select_fit(fits, descent_idx, record_path)
     return lambda r: spec.prepare_filters(r, num_classes=num_classes, alpha=alpha, beta=beta,
-                                          descent_idx=descent_idx)
+                                          descent_idx=descent_idx, budget=budget)
 
 
 def uniform_widths(model, dataset):
@@ -222,13 +228,14 @@ def summarise(row, found):
     return row
 
 
-def measure(model, dataset, widths, convcut, device):
-    """Latency (ms per batch of 100) of the network these widths build, on `device`."""
+def measure(model, dataset, widths, convcut, device, plots_dir):
+    """Latency (ms per batch of 100) of the network these widths build, on `device`; a measurement of
+    the same configuration on this machine under plots_dir is reused."""
     from model import build_model
     from utils import accel
-    from utils.latency import measure_latency
+    from utils.latency import cached_latency, latency_cache_dir
     net = build_model(model, widths, NUM_CLASSES[dataset], convcut=convcut).to(device)
-    ms = measure_latency(net, device, IMAGE_SIZE[dataset])
+    ms = cached_latency(latency_cache_dir(plots_dir), net, device, IMAGE_SIZE[dataset])
     del net
     accel.empty_cache(device)
     return ms
@@ -252,10 +259,12 @@ def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, lo
             example = result_file(plots_dir, model, m.name, "<seed>", m_ratios[0])
             log(f"note: {m.label} left out: no result files like {example}")
             continue
+        first = len(rows)
         for r in m_ratios:
             widths = check_widths([int(w) for w in m.widths(r)], f"{m.label} at ratio {r:g}")
             row = Row(m.key, m.label, float(r), widths,
-                      built_params(model, widths, num_classes, convcut=m.convcut))
+                      built_params(model, widths, num_classes, convcut=m.convcut),
+                      macs=count_macs(model, widths, num_classes, IMAGE_SIZE[dataset], m.convcut))
             summarise(row, read_seeds(plots_dir, model, m.name, r, seeds,
                                       widths if m.trained_widths else None, log))
             row.missing_seeds = [s for s in seeds if s not in row.seeds]
@@ -266,11 +275,12 @@ def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, lo
                 row.latency_ms, row.latency_source = latency_cache[key]
             elif row.latency_ms is None and device is not None:
                 log(f"measuring latency: {m.label} at ratio {r:g} on {device}")
-                row.latency_ms = measure(model, dataset, widths, m.convcut, device)
+                row.latency_ms = measure(model, dataset, widths, m.convcut, device, plots_dir)
                 row.latency_source = "measured"
             if row.latency_ms is not None:
                 latency_cache.setdefault(key, (row.latency_ms, row.latency_source))
             rows.append(row)
+        rows[first:] = sorted(rows[first:], key=lambda row: getattr(row, m.budget))  # stable
     return rows
 
 
@@ -287,14 +297,14 @@ def fmt_num(value, unit=""):
 def table_cells(row):
     """The printed cells of one row (the table and --json share these numbers)."""
     acc = "—" if row.acc_mean is None else f"{row.acc_mean:.2f} ± {row.acc_std:.2f}"
-    return [f"{row.ratio:g}", fmt_params(row.params), fmt_num(row.latency_ms, "ms"), acc,
+    return [f"{row.ratio:g}", fmt_params(row.params), fmt_params(row.macs), fmt_num(row.latency_ms, "ms"), acc,
             fmt_num(row.acc_final_mean), f"{row.n_seeds}/{row.n_seeds + len(row.missing_seeds)}"]
 
 
 def format_table(rows, heading, notes=(), marked=()):
     """Markdown in the paper's layout: the method name on the first row of its group; methods in
     `marked` get a ' *' that refers to a note."""
-    header = ["Method", "Ratio", "Params", "Latency", "Accuracy (%) mean ± std",
+    header = ["Method", "Ratio", "Params", "MACs", "Latency", "Accuracy (%) mean ± std",
               "final-epoch mean", "seeds"]
     lines = [f"## {heading}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     previous = None
@@ -310,7 +320,8 @@ def table_notes(rows, methods, device_name):
     used = {r.method for r in rows}
     notes = ["Accuracy: mean ± population std (ddof 0) over seeds of the best test accuracy over "
              "epochs (the paper's statistic); final-epoch mean beside it. Params: trainable "
-             "parameters of the built network, gates excluded."]
+             "parameters of the built network, gates excluded. MACs: multiply-accumulates per image "
+             "in its conv and linear layers."]
     sources = {r.latency_source for r in rows}
     if "measured" in sources:
         notes.append(f"Latency: ms per batch of 100 (20 warm-up + 80 timed passes), measured on "
@@ -333,8 +344,12 @@ def _style(key, index):
     return PALETTE[index % len(PALETTE)], "o"
 
 
+X_LABELS = {"params": "Parameters (M)", "macs": "MACs per image (M)",
+            "latency_ms": "Latency (ms per batch of 100)"}
+
+
 def plot_accuracy(rows, x="params", heading=""):
-    """Accuracy against parameters (millions) or latency (ms): mean line and min-max band over seeds.
+    """Accuracy against parameters (millions), MACs per image (millions) or latency (ms): mean line and min-max band over seeds.
 
     Returns the matplotlib Figure (its single Axes is fig.axes[0]), or None when no row has an x value.
     """
@@ -352,7 +367,7 @@ def plot_accuracy(rows, x="params", heading=""):
                 continue
             pts.sort(key=lambda r: getattr(r, x))
             xs = np.array([getattr(r, x) for r in pts], dtype=np.float64)
-            if x == "params":
+            if x in ("params", "macs"):
                 xs = xs / 1e6
             mean = np.array([r.acc_mean for r in pts])
             lo = np.array([min(r.best) for r in pts])
@@ -369,7 +384,7 @@ def plot_accuracy(rows, x="params", heading=""):
         ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        ax.set_xlabel("Parameters (M)" if x == "params" else "Latency (ms per batch of 100)")
+        ax.set_xlabel(X_LABELS[x])
         ax.set_ylabel("Accuracy (%)")
         ax.set_title(heading, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
@@ -390,15 +405,19 @@ def save_figure(fig, figs_dir, stem):
     return paths
 
 
-def accuracy_figures(rows, *, figs_dir, model, dataset, kind="acc"):
-    """The accuracy-vs-params figure and, when latency is known, accuracy-vs-latency.
+def accuracy_figures(rows, *, figs_dir, model, dataset, kind="acc", only=None):
+    """The accuracy-vs-params figure, accuracy-vs-MACs beside it and, when latency is known,
+    accuracy-vs-latency.
 
-    kind "acc" names them param_acc_<model>_<dataset> / latency_acc_... (the authors' plot_ratio.py),
-    "pretrain" names them param_pretrain_... / latency_pretrain_... (their pre-training study).
-    Returns {"params": (fig, paths), "latency_ms": (fig, paths)} for the figures written.
+    kind "acc" names them param_acc_<model>_<dataset> / macs_acc_... / latency_acc_... (param_ and
+    latency_ as the authors' plot_ratio.py), "pretrain" names them param_pretrain_... and so on (their
+    pre-training study). Returns {"params": (fig, paths), "macs": ..., "latency_ms": ...} for the
+    figures written.
     """
     written = {}
-    for x, prefix in (("params", "param"), ("latency_ms", "latency")):
+    for x, prefix in (("params", "param"), ("macs", "macs"), ("latency_ms", "latency")):
+        if only is not None and x != only:
+            continue
         fig = plot_accuracy(rows, x=x, heading=title(model, dataset))
         if fig is not None:
             written[x] = (fig, save_figure(fig, figs_dir, f"{prefix}_{kind}_{model}_{dataset}"))
@@ -471,8 +490,9 @@ def checked_ratios(args, dataset):
     return ratios
 
 
-def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(), kind="acc"):
-    """Gather the rows, print the table (or --json), write the figures; the rows are returned."""
+def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(), kind="acc", only=None):
+    """Gather the rows, print the table (or --json), write the figures (`only`: just the one against
+    that x, "params", "macs" or "latency_ms"); the rows are returned."""
     device = None if args.no_latency else resolve_device(args.device)
     if not any_results(methods, args.plots_dir, model, ratios, args.seeds):
         raise UserError(f"no result files for {model} on {dataset} under {args.plots_dir}/{model}/ "
@@ -489,7 +509,7 @@ def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(),
         print(format_table(rows, heading, notes, {m.key for m in methods if m.note}))
     if not args.no_figs:
         for _, paths in accuracy_figures(rows, figs_dir=args.figs_dir, model=model, dataset=dataset,
-                                         kind=kind).values():
+                                         kind=kind, only=only).values():
             for path in paths:
                 log(f"wrote {path}")
     return rows

@@ -5,8 +5,13 @@ authors', step for step, so that the authors' fitted (alpha, beta) give
 the authors' configurations bit for bit. `count` is the parameter counter the search drives (the
 authors' formula by default, `exact=True` for the built network's count).
 
+Beyond the paper (`select_for_resource`): a budget in MACs per image (`--budget macs`) or given as an
+absolute number (`--target_params`, `--target_macs`). The authors' step rules are tuned to parameter
+counts, so these budgets are met by bounded bisections instead (on log tau for NeuralScale, on one
+scale factor for the other methods), each within 0.5 % of the budget.
+
 Every loop is bounded: a budget no network can meet raises BudgetError (a UserError) that names the
-model, the ratio and the budget.
+model, the ratio or absolute budget, and the resource.
 """
 import math
 
@@ -15,17 +20,44 @@ import numpy as np
 from utils.cli import UserError
 
 MAX_SEARCH_STEPS = 1_000_000  # the authors' loops converge in at most ~60k steps on their data
+RESOURCES = ("params", "macs")
+RESOURCE_WORDS = {"params": "parameters", "macs": "MACs per image"}
+REL_TOLERANCE = 0.005  # every budget of select_for_resource is met within 0.5 %
 MORPH = {"start": 1.2, "step": 5e-5, "rel_tolerance": 0.005}  # --morph: rescale the pruned widths
 FALLBACK = {"start": 1.2, "step": 0.05, "rel_tolerance": 0.1}  # beta == 0 fit (ResNet18, MobileNetV2)
 
 
 class BudgetError(UserError):
-    """No width configuration meets the parameter budget."""
+    """No width configuration meets the budget."""
 
 
-def fail(model, ratio, target, why):
-    raise BudgetError(f"{model} at ratio {ratio:g}: no configuration meets the budget of "
-                      f"{target:,.0f} parameters ({why})")
+def fail(model, ratio, target, why, resource="params", absolute=False):
+    where = f"--target_{resource} {target:,.0f}" if absolute else f"ratio {ratio:g}"
+    raise BudgetError(f"{model} at {where}: no configuration meets the budget of "
+                      f"{target:,.0f} {RESOURCE_WORDS[resource]} ({why})")
+
+
+def parse_count(text, flag):
+    """'1.5M' -> 1500000, '300M', '2G', '64k', '1e6' or '20000': a positive whole count."""
+    multiplier = {"k": 1e3, "m": 1e6, "g": 1e9}.get(str(text)[-1:].lower(), 1)
+    digits = str(text)[:-1] if multiplier != 1 else str(text)
+    try:
+        value = float(digits) * multiplier
+    except ValueError:
+        value = float("nan")
+    if not (math.isfinite(value) and value >= 1):
+        raise UserError(f"{flag} takes a positive count such as 1.5M, 300M or 20000, got {text!r}")
+    return int(round(value))
+
+
+def resolve_budget(budget, target_params=None, target_macs=None):
+    """The resource of a run: --budget, or the one an absolute target names (never both differing)."""
+    if target_params is not None and target_macs is not None:
+        raise UserError("give --target_params or --target_macs, not both")
+    implied = "params" if target_params is not None else "macs" if target_macs is not None else None
+    if implied and budget not in (None, implied):
+        raise UserError(f"--target_{implied} is a {implied} budget; it cannot go with --budget {budget}")
+    return implied or budget or "params"
 
 
 def uniform(template, ratio):
@@ -110,6 +142,102 @@ def ratio_search(base, target, count, *, start, step, rel_tolerance):
         r = r + step if going_up else r - step
         if r <= 0 or turns > 4:
             return None  # no positive r, or bouncing between two neighbours that both miss
+    return None
+
+
+def input_size(num_classes):
+    """The models choose their strides by the class count: 200 is TinyImageNet (64x64 inputs); every
+    other data set here is 32x32 (Fashion-MNIST padded)."""
+    return 64 if num_classes == 200 else 32
+
+
+def resource_counter(model_name, resource, num_classes, convcut=False):
+    """widths -> the built network's exact parameters, or its MACs per image."""
+    from utils import params
+    if resource == "macs":
+        size = input_size(num_classes)
+        return lambda widths: params.count_macs(model_name, widths, num_classes, size, convcut=convcut)
+    return lambda widths: params.count_params(model_name, widths, num_classes, exact=True, convcut=convcut)
+
+
+def select_for_resource(model, template, ratio, target, count, *, resource, alpha, beta, pruned_widths,
+                        search, small_width_rules):
+    """Widths for a MACs budget, or for an absolute budget (`target`; else the uniform network's
+    count at `ratio`), all met within 0.5 % (see meet_budget). Same precedence as select_widths; a flat
+    fit (beta == 0) rescales alpha as a whole. During a search (search=True) ResNet18 and MobileNetV2
+    then add 10 to widths below 10, after the budget is met, as the authors' search does: the budget
+    of a tiny network with all widths >= 10 is often out of reach, and the search prunes it anyway."""
+    absolute = target is not None
+    goal = target if absolute else count(uniform(template, ratio))
+    if alpha is not None and any(beta):
+        # x = ln(tau); widths grow with tau. The upper end grows until it is over the budget.
+        widths = meet_budget(lambda x: power_law(alpha, beta, math.exp(x)), 0.0,
+                             math.log(max(goal, 2.0)), goal, count, grow=lambda x: x + 10)
+    elif alpha is None and pruned_widths is None and not absolute:
+        widths = uniform(template, ratio)
+    else:  # x = one scale factor for every width
+        base = np.asarray(alpha if alpha is not None else pruned_widths if pruned_widths is not None
+                          else template, dtype=np.float64)
+        widths = meet_budget(lambda x: base * x, 0.0, 1.0, goal, count, grow=lambda x: 2 * x)
+    if widths is None:
+        fail(model, ratio, goal, f"none within {REL_TOLERANCE:.1%}", resource, absolute)
+    if search and small_width_rules and alpha is not None:
+        widths = bump_small(widths)
+    return check_widths(widths, model, ratio, goal)
+
+
+def meet_budget(raw, lo, hi, target, count, *, grow, rel_tolerance=REL_TOLERANCE, steps=100):
+    """Widths int(raw(x)) whose count is within the tolerance of `target`, or None.
+
+    raw(x) are float widths growing with x. Bisection brackets the budget between the largest x under
+    it and the smallest over it (`grow` widens the upper end, at most 64 times). One unit of an early,
+    high-resolution layer can move MACs by more than 0.5 % on a small network, so when neither side is
+    close enough the configuration under the budget is topped up: one unit per layer, largest
+    fractional part first (largest-remainder rounding), then the cheapest single units, as long as the
+    count stays under the upper tolerance. Every loop is bounded.
+    """
+    def at(x):
+        widths = [int(w) for w in raw(x)]
+        return widths, (count(widths) if min(widths) >= 1 else 0)  # a zero-unit layer is under any budget
+
+    for _ in range(64):
+        if at(hi)[1] >= target:
+            break
+        lo, hi = hi, grow(hi)
+    else:
+        return None
+    if at(lo)[1] > target:
+        return None
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if at(mid)[1] <= target else (lo, mid)
+    (under, low), (over, high) = at(lo), at(hi)
+    close = [(abs(c - target), w) for w, c in ((under, low), (over, high))
+             if c and abs(c - target) <= rel_tolerance * target]
+    if close:
+        return min(close, key=lambda pair: pair[0])[1]
+    floats = np.asarray(raw(lo))
+    widths, upper, lower = under, (1 + rel_tolerance) * target, (1 - rel_tolerance) * target
+
+    def plus_one(layer):
+        trial = list(widths)
+        trial[layer] += 1
+        return (count(trial) if min(trial) >= 1 else 0), trial
+
+    for layer in np.argsort(-(floats - np.floor(floats)), kind="stable"):
+        achieved, trial = plus_one(layer)
+        if achieved <= upper:
+            widths = trial
+            if achieved >= lower:
+                return widths
+    for _ in range(10 * len(widths)):  # still short: the cheapest unit that fits, until within
+        fits = [plus_one(layer) for layer in range(len(widths))]
+        fits = [(c, w) for c, w in fits if c <= upper]
+        if not fits:
+            return None
+        achieved, widths = min(fits, key=lambda pair: pair[0])
+        if achieved >= lower:
+            return widths
     return None
 
 

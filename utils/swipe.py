@@ -13,7 +13,8 @@ checkpoints and results; a run that finds its own checkpoint or results continue
 
 Results keep the authors' keys (train_acc, train_loss, test_acc, test_loss: one float per epoch,
 accuracy as the mean over minibatches of the per-batch %), plus dataset-level accuracy, widths,
-params (the built network's trainable parameters, gates excluded), latency and provenance.
+params (the built network's trainable parameters, gates excluded), macs (multiply-accumulates per
+image, utils.params.count_macs), latency and provenance.
 """
 import argparse
 import math
@@ -23,14 +24,14 @@ import time
 import numpy as np
 import torch
 
-from model import BN_INITS, architecture, build_model, get_spec
-from utils import accel, io
-from utils.accel import PRECISIONS, set_precision
-from utils.cli import (UserError, add_common_args, check_pair, check_positive, check_ratios, check_run_name,
-                       check_widths, make_parser, resolve_device, writable_dir)
+from model import architecture, build_model, get_spec
+from utils import accel, io, scaling
+from utils.accel import set_precision
+from utils.cli import (UserError, add_budget_arg, add_common_args, add_precision_args, check_pair, check_positive,
+                       check_ratios, check_run_name, check_widths, make_parser, resolve_device, writable_dir)
 from utils.data import IMAGE_SIZE, NUM_CLASSES, TEST_ORDERS, get_loaders
-from utils.latency import measure_latency
-from utils.params import actual_params, count_params
+from utils.latency import cached_latency, latency_cache_dir
+from utils.params import actual_params, count_macs
 from utils.train import (choose_seed, evaluate, load_checkpoint, lr_for_epoch, make_optimizer, prepare_model,
                          set_lr, set_seed, train_epoch)
 
@@ -80,9 +81,13 @@ def with_seed(args, results=(), checkpoints=()):
     return argparse.Namespace(**{**vars(args), "seed": seed})
 
 
-def init_seed(seed, ratio):
-    """The model-init seed of one ratio: a function of (seed, ratio) only."""
-    return int(np.random.SeedSequence([seed % 2**64, io.ratio_tag(ratio)]).generate_state(1)[0])
+def init_seed(seed, ratio, resource=None, target=None):
+    """The model-init seed of one ratio: a function of (seed, ratio) only; of an absolute budget, of
+    (seed, resource, target)."""
+    if target is None:
+        return int(np.random.SeedSequence([seed % 2**64, io.ratio_tag(ratio)]).generate_state(1)[0])
+    code = 1 + scaling.RESOURCES.index(resource)
+    return int(np.random.SeedSequence([seed % 2**64, code, int(target)]).generate_state(1)[0])
 
 
 # -- flags --------------------------------------------------------------------------------------------
@@ -127,18 +132,6 @@ def add_recipe_args(parser, *, datasets, default_dataset, models, default_model,
     return parser
 
 
-def add_precision_args(parser):
-    """--precision and --bn_init: shared by every training script (swipes, train_norm, fine_tune, searches)."""
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32: the authors' arithmetic (TF32 off on CUDA); tf32: TF32 matmul and cuDNN "
-                             "on CUDA; bf16: bfloat16 autocast, on the CPU too (BatchNorm and the loss stay "
-                             "fp32)")
-    parser.add_argument("--bn_init", choices=BN_INITS, default="uniform",
-                        help="BatchNorm weight init of resnet18 and mobilenetv2: uniform U(0, 1), what the "
-                             "authors' PyTorch 1.0.1 did; ones: today's default. VGG always 0.5 (authors')")
-    return parser
-
-
 def check_recipe_args(args, datasets, models):
     if args.model not in models:
         raise UserError(f"this script does not take model {args.model!r}; choose one of {', '.join(models)}")
@@ -167,11 +160,32 @@ def add_swipe_args(parser, ratios):
                         help="MorphNet-style: the 50%%-pruned widths rescaled to each budget")
     parser.add_argument("--convcut", action="store_true",
                         help="uniform widths, every shortcut a 1x1 conv (resnet18, mobilenetv2)")
-    parser.add_argument("--ratios", type=float, nargs="+", default=list(ratios),
-                        help="width ratios to train (a subset shards a swipe)")
+    parser.add_argument("--ratios", type=float, nargs="+", default=None,
+                        help=f"width ratios to train (a subset shards a swipe; default "
+                             f"{' '.join(f'{r:g}' for r in ratios)})")
+    parser.add_argument("--target_params", nargs="+", default=None, metavar="N",
+                        help="instead of --ratios: absolute budgets in parameters, e.g. 1.5M (suffixes k, M, "
+                             "G); results are named <save>_params<N>.pk")
+    parser.add_argument("--target_macs", nargs="+", default=None, metavar="N",
+                        help="instead of --ratios: absolute budgets in MACs per image, e.g. 300M; results "
+                             "are named <save>_macs<N>.pk")
+    add_budget_arg(parser, default=None)
+    parser.set_defaults(default_ratios=list(ratios))
     parser.add_argument("--exact", action="store_true",
                         help="tau search on the exact parameter count of the built network instead "
-                             "of the authors' formula")
+                             "of the authors' formula (--budget params at a ratio)")
+
+
+def budget_points(args):
+    """Resolve --budget, --ratios and --target_*: (resource, ratios, targets), one of the last two
+    None. The flags' resource must agree with --budget (see scaling.resolve_budget)."""
+    args.budget = scaling.resolve_budget(args.budget, args.target_params, args.target_macs)
+    given = args.target_params if args.target_params is not None else args.target_macs
+    if given is None:
+        return args.budget, [float(r) for r in (args.ratios or args.default_ratios)], None
+    if args.ratios is not None:
+        raise UserError(f"give --ratios or --target_{args.budget}, not both")
+    return args.budget, None, [scaling.parse_count(text, f"--target_{args.budget}") for text in given]
 
 
 # -- width plans --------------------------------------------------------------------------------------
@@ -207,20 +221,21 @@ def morph_source(args, pruned_filters, num_layers):
     return widths, "PRUNED_FILTERS"
 
 
-def plan_widths(args, method, ratios, num_classes, pruned_filters):
-    """[(ratio, widths)] for every ratio, and the provenance keys of the result. Every ratio is
-    resolved before anything trains, so a bad record or budget fails at once."""
+def plan_widths(args, method, ratios, num_classes, pruned_filters, budget="params", targets=None):
+    """[(ratio, widths)] for every ratio, or [(target, widths)] for every absolute budget in `targets`
+    (a count of `budget`), and the provenance keys of the result. Every one is resolved before anything
+    trains, so a bad record or budget fails at once."""
     spec = get_spec(args.model)
     num_layers = len(spec.DEFAULT_WIDTHS)
     kwargs = {"num_classes": num_classes, "search": False, "descent_idx": args.descent_idx,
-              "exact": args.exact, "convcut": method == "convcut"}
+              "exact": args.exact, "convcut": method == "convcut", "budget": budget}
     info = {}
     if method == "neuralscale":
         if not args.prune_fname:
             raise UserError("NeuralScale (the default method) needs --prune_fname NAME, a search run under "
                             "--record_dir or a .pk path; or choose --uniform, --morph or --convcut")
         path = io.resolve_record(args.record_dir, args.prune_fname)
-        alpha, beta = io.select_fit(io.load_fits(path, num_layers), args.descent_idx, path)
+        alpha, beta = io.select_fit(io.load_fits(path, num_layers, budget), args.descent_idx, path)
         kwargs.update(alpha=alpha, beta=beta)
         info = {"prune_fname": path, "descent_idx": args.descent_idx}
     elif method == "morph":
@@ -228,32 +243,37 @@ def plan_widths(args, method, ratios, num_classes, pruned_filters):
         info = {"prune_fname": source, "pruned_widths": list(kwargs["pruned_widths"])}
     elif method == "convcut" and args.model == "vgg":
         raise UserError("--convcut applies to resnet18 and mobilenetv2 (VGG has no shortcuts)")
+    if targets is not None:
+        points = [(None, target) for target in dict.fromkeys(targets)]
+    else:
+        points = [(ratio, None) for ratio in io.distinct_ratios(
+            check_ratios(ratios), lambda r: io.result_path(args.plots_dir, args.model, args.save, r))]
     plans = []
-    ratios = io.distinct_ratios(check_ratios(ratios),
-                                lambda r: io.result_path(args.plots_dir, args.model, args.save, r))
-    for ratio in ratios:
-        check_widths(spec.prepare_filters(ratio, num_classes=num_classes),
-                     f"{args.model} at ratio {ratio:g}")  # before a huge tau search
-        widths = check_widths([int(w) for w in spec.prepare_filters(ratio, **kwargs)],
-                              f"{args.model} {method} at ratio {ratio:g}")
-        if method in ("neuralscale", "morph"):
+    for ratio, target in points:
+        if target is None:
+            check_widths(spec.prepare_filters(ratio, num_classes=num_classes),
+                         f"{args.model} at ratio {ratio:g}")  # before a huge tau search
+        where = f"ratio {ratio:g}" if target is None else budget_label(ratio, budget, target)
+        widths = check_widths([int(w) for w in spec.prepare_filters(ratio, target=target, **kwargs)],
+                              f"{args.model} {method} at {where}")
+        if method in ("neuralscale", "morph") and target is None:
             flat_fit = method == "neuralscale" and not np.any(kwargs["beta"])
-            warn_off_budget(args.model, ratio, widths, num_classes, spec, method, flat_fit)
-        plans.append((float(ratio), widths))
+            warn_off_budget(args.model, ratio, widths, num_classes, spec, method, flat_fit, budget)
+        plans.append((float(ratio) if target is None else target, widths))
     return plans, info
 
 
-def warn_off_budget(model_name, ratio, widths, num_classes, spec, method, flat_fit):
+def warn_off_budget(model_name, ratio, widths, num_classes, spec, method, flat_fit, budget="params"):
     """The authors' searches can miss the budget silently; the one known case is a fit from a record
     with fewer than 6 rows (beta == 0), whose VGG widths stay int(alpha) at every ratio (kept quirk).
     Say so rather than train a network of another size under this ratio's name."""
-    got = count_params(model_name, widths, num_classes, exact=True)
-    budget = count_params(model_name, spec.prepare_filters(ratio, num_classes=num_classes), num_classes,
-                          exact=True)
-    if abs(got - budget) > 0.1 * budget:
+    count = scaling.resource_counter(model_name, budget, num_classes)
+    got = count(widths)
+    goal = count(spec.prepare_filters(ratio, num_classes=num_classes))
+    if abs(got - goal) > 0.1 * goal:
         hint = " (a beta == 0 fit: the search record has fewer than 6 rows)" if flat_fit else ""
-        log(f"warning: {model_name} {method} at ratio {ratio:g} has {got:,} parameters, "
-            f"{got / budget:.0%} of the uniform network's {budget:,}{hint}")
+        log(f"warning: {model_name} {method} at ratio {ratio:g} has {got:,} "
+            f"{scaling.RESOURCE_WORDS[budget]}, {got / goal:.0%} of the uniform network's {goal:,}{hint}")
 
 
 # -- one training run ---------------------------------------------------------------------------------
@@ -264,9 +284,6 @@ def checkpoint_paths(models_dir, model_name, stem):
     return (os.path.join(folder, f"{stem}_checkpoint.pt"), os.path.join(folder, f"{stem}_best_model.pt"))
 
 
-def run_paths(args, ratio):
-    """(checkpoint, best weights) of one ratio of a swipe."""
-    return checkpoint_paths(args.models_dir, args.model, f"{args.save}_{io.ratio_tag(ratio)}")
 def differing(stored, wanted):
     """The names of the settings in `wanted` that `stored` holds otherwise (or lacks). A seed the user
     did not give (None) matches any stored seed."""
@@ -299,7 +316,7 @@ def finished(path, wanted, overwrite):
     legacy = not isinstance(old.get("settings"), dict)  # written before results stored their settings
     stored = {k: old[k] for k in ("seed", "model", "dataset", "method", "epochs", "widths") if k in old} \
         if legacy else dict(old["settings"])
-    stored["ratio"] = float(old["ratio"])
+    stored["ratio"] = None if old["ratio"] is None else float(old["ratio"])  # None: an absolute budget
     # A legacy result is compared on the keys it holds.
     keys = [k for k in differing(stored, wanted) if not legacy or k in stored]
     if keys and overwrite:
@@ -392,13 +409,19 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
     return curves, best_epoch
 
 
+def budget_label(ratio, budget, target):
+    return f"r={ratio:g}" if target is None else f"{budget}={target:,}"
+
+
 def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs, extra=None):
     """The result pickle: the authors' five keys first, then this project's."""
-    result = {"ratio": float(ratio)}
+    arch = architecture(net)
+    result = {"ratio": None if ratio is None else float(ratio)}  # None: an absolute budget
     result.update({k: list(curves[k]) for k in ("train_acc", "train_loss", "test_acc", "test_loss",
                                                 "train_acc_dataset", "test_acc_dataset", "lr")})
     result.update({
         "widths": [int(w) for w in widths], "params": int(actual_params(net)),
+        "macs": count_macs(args.model, widths, arch["num_classes"], IMAGE_SIZE[args.dataset], arch["convcut"]),
         "latency_ms": None if latency_ms is None else float(latency_ms), "seed": int(args.seed),
         "model": args.model, "dataset": args.dataset, "method": method, "epochs": int(epochs),
         "precision": args.precision, "bn_init": net.bn_init, "test_order": args.test_order,
@@ -443,9 +466,10 @@ def output_dirs(args):
 
 
 def latency_of(net, args, device):
+    """ms per batch of 100, measured once per configuration and machine (the seeds of a swipe share it)."""
     if args.no_latency:
         return None
-    return measure_latency(net, device, IMAGE_SIZE[args.dataset])
+    return cached_latency(latency_cache_dir(args.plots_dir), net, device, IMAGE_SIZE[args.dataset])
 
 
 # -- the swipe ----------------------------------------------------------------------------------------
@@ -462,31 +486,38 @@ def run_swipe(argv, *, description, datasets, default_dataset, models, default_m
     device = resolve_device(args.device)
     method = choose_method(args)
     num_classes = NUM_CLASSES[args.dataset]
-    plans, info = plan_widths(args, method, args.ratios, num_classes, pruned_filters)
+    budget, ratios, targets = budget_points(args)
+    plans, info = plan_widths(args, method, ratios, num_classes, pruned_filters, budget, targets)
     schedule = schedule_for(args.dataset)
     todo = []
-    for ratio, widths in plans:  # every result is checked before anything trains
-        path = io.result_path(args.plots_dir, args.model, args.save, ratio)
-        fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule)
+    for value, widths in plans:  # every result is checked before anything trains
+        ratio, target = (None, value) if targets is not None else (value, None)
+        tag = io.budget_tag(ratio, budget, target)
+        path = os.path.join(args.plots_dir, args.model, f"{args.save}_{tag}.pk")
+        point = {} if budget == "params" and target is None else {"budget": budget, "target": target}
+        fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule,
+                                     **point)
         if finished(path, {**fingerprint, "epochs": args.epochs}, args.overwrite):
-            log(f"ratio {ratio:g}: {path} exists, skipped (same settings)")
+            log(f"{budget_label(ratio, budget, target)}: {path} exists, skipped (same settings)")
         else:
-            todo.append((ratio, widths, path, fingerprint))
+            todo.append((ratio, target, tag, widths, path, point))
     if not todo:
         return
-    args = with_seed(args, results=[io.result_path(args.plots_dir, args.model, args.save, r) for r, _ in plans],
-                     checkpoints=[run_paths(args, r)[0] for r, *_ in todo])
+    args = with_seed(args, results=[path for *_, path, _ in todo],
+                     checkpoints=[checkpoint_paths(args.models_dir, args.model, f"{args.save}_{tag}")[0]
+                                  for _, _, tag, *_ in todo])
     set_precision(device, args.precision)
     train_loader, test_loader = load_data(args, device)  # a missing data set fails before anything is created
     output_dirs(args)
-    for ratio, widths, path, fingerprint in todo:
-        set_seed(init_seed(args.seed, ratio))
+    for ratio, target, tag, widths, path, point in todo:
+        set_seed(init_seed(args.seed, ratio, budget, target))
         net = prepare_model(build_model(args.model, widths, num_classes, gates=False,
                                         convcut=method == "convcut", bn_init=args.bn_init), device)
-        name = f"{args.model} {args.dataset} {method} r={ratio:g} seed={args.seed}"
+        name = f"{args.model} {args.dataset} {method} {budget_label(ratio, budget, target)} seed={args.seed}"
         log(f"{name}: widths {widths}, {actual_params(net):,} parameters")
-        checkpoint, best = run_paths(args, ratio)
-        fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule)
+        checkpoint, best = checkpoint_paths(args.models_dir, args.model, f"{args.save}_{tag}")
+        fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule,
+                                     **point)
         curves, _ = train_run(net, train_loader, test_loader, device=device, schedule=schedule,
                               epochs=args.epochs, lr=args.lr, momentum=args.momentum,
                               weight_decay=args.weight_decay, checkpoint_path=checkpoint, best_path=best,
@@ -494,7 +525,7 @@ def run_swipe(argv, *, description, datasets, default_dataset, models, default_m
         latency = latency_of(net, args, device)
         result = make_result(ratio=ratio, curves=curves, net=net, widths=widths, latency_ms=latency,
                              args=args, method=method, epochs=args.epochs,
-                             extra={**info, "settings": {**fingerprint, "epochs": args.epochs}})
+                             extra={**info, **point, "settings": {**fingerprint, "epochs": args.epochs}})
         io.save_result(path, result)
         log(f"{name}: params {result['params']:,}"
             + ("" if latency is None else f", latency {latency:.2f} ms/batch of 100")
