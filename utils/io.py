@@ -304,6 +304,6 @@ def load_result(path, ratio=None):
         raise UserError(f"{path}: ratio must be a number, got {stored!r}")
     if ratio is not None and (stored is None or not same_ratio(stored, ratio)):
         held = "an absolute budget" if stored is None else f"ratio {float(stored):g}"
-        raise UserError(f"{path} holds {held}, not ratio {ratio:g} (file names truncate the ratio "
+        raise UserError(f"{path} holds {held}, not {ratio:g} (file names truncate the ratio "
                         f"to int(ratio * 100)); use another --save for one of them")
     return data
