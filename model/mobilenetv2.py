@@ -110,6 +110,24 @@ def exact_params(widths, num_classes, convcut=False):
     return total + w[17] * w[18] + 3 * w[18] + w[18] * num_classes + num_classes
 
 
+def exact_macs(widths, num_classes, input_size=32, convcut=False):
+    """Multiply-accumulates per image in the conv layers, depthwise ones included (biases,
+    BatchNorm, ReLU6, pooling and the residual additions left out)."""
+    w = [int(x) for x in widths]
+    size = input_size
+    total = size * size * 3 * w[0] * 9
+    prev = w[0]
+    for j, (stride, t) in enumerate(block_plan(num_classes), start=1):
+        out, mid = w[j], prev * t
+        expand = size * size * prev * mid
+        size = (size - 1) // stride + 1
+        total += expand + size * size * (mid * 9 + mid * out)  # expand, depthwise, project
+        if stride != 1 or prev != out or convcut:
+            total += size * size * prev * out
+        prev = out
+    return total + size * size * w[17] * w[18] + w[18] * num_classes  # head conv, classifier
+
+
 def prepare_filters(ratio=None, *, num_classes=100, alpha=None, beta=None, pruned_widths=None,
                     search=False, descent_idx=14, exact=False, convcut=False):
     """The flat width list; see vgg.prepare_filters. MobileNetV2 specifics (authors'): the budget is

@@ -101,6 +101,21 @@ def exact_params(widths, num_classes, convcut=False):
     return total + 2 * w[16] + w[16] * num_classes + num_classes  # bn_out, linear
 
 
+def exact_macs(widths, num_classes, input_size=32, convcut=False):
+    """Multiply-accumulates per image in the conv and linear layers (BatchNorm, ReLU, pooling and
+    the residual additions left out)."""
+    w = [int(x) for x in widths]
+    size = input_size
+    total = size * size * 3 * w[0] * 9
+    for b, stride in enumerate(block_strides(num_classes)):
+        c_in, mid, out = w[2 * b], w[2 * b + 1], w[2 * b + 2]
+        size = (size - 1) // stride + 1  # 3x3 pad 1 and 1x1 pad 0 give the same map at this stride
+        total += size * size * (c_in * mid * 9 + mid * out * 9)
+        if stride != 1 or c_in != out or convcut:
+            total += size * size * c_in * out
+    return total + w[16] * num_classes
+
+
 def prepare_filters(ratio=None, *, num_classes=10, alpha=None, beta=None, pruned_widths=None,
                     search=False, descent_idx=14, exact=False, convcut=False):
     """The flat width list; see vgg.prepare_filters. ResNet18 specifics (authors'): the budget counts

@@ -72,6 +72,23 @@ def exact_params(widths, num_classes, convcut=False):
     return formula_params([int(w) for w in widths], num_classes)
 
 
+def exact_macs(widths, num_classes, input_size=32, convcut=False):
+    """Multiply-accumulates per image in the conv and linear layers (biases, BatchNorm, ReLU and
+    pooling left out). Only inputs that pool down to 1x1 (32..63 pixels) fit the Linear head."""
+    if convcut:
+        raise ValueError("VGG has no shortcuts; convcut applies to resnet18 and mobilenetv2")
+    total, c_in, size = 0, 3, input_size
+    for i, c in enumerate(int(w) for w in widths):
+        total += size * size * c_in * c * 9
+        if i in POOL_AFTER:
+            size //= 2
+        c_in = c
+    if size != 1:
+        raise ValueError(f"VGG's Linear head needs a 1x1 map; a {input_size}x{input_size} input ends "
+                         f"{size}x{size}")
+    return total + c_in * num_classes
+
+
 def prepare_filters(ratio=None, *, num_classes=10, alpha=None, beta=None, pruned_widths=None,
                     search=False, descent_idx=14, exact=False, convcut=False):
     """The flat width list: default (ratio None), NeuralScale (alpha, beta), pruned-uniform

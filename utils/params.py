@@ -12,6 +12,13 @@ def count_params(model_name, widths, num_classes, exact=False, convcut=False):
     return spec.formula_params(widths, num_classes)
 
 
+def count_macs(model_name, widths, num_classes, input_size, convcut=False):
+    """Multiply-accumulates per image of the network these widths build, from the widths and the
+    input size alone: conv and linear layers only, the usual convention (torch.utils.flop_counter
+    counts the same operations, at 2 FLOPs per MAC)."""
+    return MODELS[model_name].exact_macs(widths, num_classes, input_size, convcut)
+
+
 def actual_params(module):
     """sum(numel) over trainable parameters, gates excluded (the authors' compute_params_)."""
     gate_params = {id(p) for m in module.modules() if isinstance(m, Gate) for p in m.parameters()}
