@@ -32,7 +32,30 @@ DEMO_SEARCH = $(DEMO_DATA) --search_ratio $(DEMO_SEARCH_RATIO) --warmup $(DEMO_W
 DEMO_SWIPE = $(DEMO_DATA) --test_subset $(DEMO_TEST_SUBSET) --batch-size $(DEMO_BATCH) --epochs $(DEMO_EPOCHS) --scale_schedule \
 	--ratios $(DEMO_RATIOS)
 
-.PHONY: demo test
+# -- The data: Fashion-MNIST from Debian's dataset-fashion-mnist, unless the four IDX files are already
+# where the loader looks (utils/data.py _find_fashion_mnist: DATA_DIR/FashionMNIST/raw, DATA_DIR, the
+# package's folder), gzipped or not. Installs as root with apt; otherwise one line and exit 2.
+FMNIST_SYSTEM_DIR ?= /usr/share/datasets/fashion-mnist
+FMNIST_FILES = train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte
+APT_GET ?= apt-get
+IS_ROOT ?= $(filter 0,$(shell id -u))
+FMNIST_INSTALL = apt-get update && apt-get install -y dataset-fashion-mnist
+
+.PHONY: data demo test
+
+data:
+	@for dir in "$(DATA_DIR)/FashionMNIST/raw" "$(DATA_DIR)" "$(FMNIST_SYSTEM_DIR)"; do \
+	  n=0; for f in $(FMNIST_FILES); do \
+	    if [ -f "$$dir/$$f" ] || [ -f "$$dir/$$f.gz" ]; then n=$$((n + 1)); fi; \
+	  done; \
+	  if [ $$n = 4 ]; then exit 0; fi; \
+	done; \
+	if [ -z "$(IS_ROOT)" ] || ! command -v $(APT_GET) >/dev/null 2>&1; then \
+	  echo "error: Fashion-MNIST not found in $(DATA_DIR) or $(FMNIST_SYSTEM_DIR); as root run \`$(FMNIST_INSTALL)\`, or put the four IDX files in $(DATA_DIR)" >&2; \
+	  exit 2; \
+	fi; \
+	echo "Fashion-MNIST: installing Debian's dataset-fashion-mnist"; \
+	$(APT_GET) update && $(APT_GET) install -y dataset-fashion-mnist
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +66,7 @@ test: $(INSTALLED)
 	$(PY) -m pytest -q tests
 
 # Every step resumes: a second `make demo` reuses what the first one finished.
-demo: $(INSTALLED)
+demo: data $(INSTALLED)
 	$(PY) architecture_descent.py $(DEMO_SEARCH) --iterations $(DEMO_ITERATIONS) --save fmnist_search
 	$(PY) architecture_descent.py $(DEMO_SEARCH) --morph --save fmnist_morph
 	for seed in $(DEMO_SEEDS); do \

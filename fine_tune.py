@@ -16,8 +16,8 @@ from model import build_model
 from model.gate import Gate
 from utils import io, oneshot, swipe
 from utils.cli import CIFAR_LIKE, UserError, make_parser, resolve_device, run_main
-from utils.data import NUM_CLASSES
-from utils.params import actual_params, count_params
+from utils.data import IMAGE_SIZE, NUM_CLASSES
+from utils.params import actual_params, count_macs, count_params
 from utils.train import evaluate, load_checkpoint, prepare_model, set_seed
 
 DATASETS = CIFAR_LIKE + ("tinyimagenet",)
@@ -130,6 +130,9 @@ def main(argv=None):
         ratio=args.ratio, curves=curves, net=net, widths=widths, latency_ms=latency, args=args,
         method=method, epochs=epochs,
         extra={"params": int(params), "params_masked": int(masked_params), "dense_widths": dense,
+               # The masked network computes as the dense one: its zeroed units still multiply.
+               "macs_masked": count_macs(args.model, arch["widths"], num_classes, IMAGE_SIZE[args.dataset],
+                                         arch.get("convcut", False)),
                "dense_params": int(dense_params), "masked": True, "pretrained": source,
                "pruned_test_acc": float(pruned_test["acc"]),
                "pruned_test_acc_dataset": float(pruned_test["acc_dataset"]),

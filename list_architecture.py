@@ -4,7 +4,8 @@
     python list_architecture.py --model vgg --dataset CIFAR10 --prune_fname run.pk --json
     python list_architecture.py --model mobilenetv2 --dataset CIFAR100 --prune_fname NAME --plot
 
-`params` is the trainable parameter count of the network the widths build (gates excluded).
+`params` is the trainable parameter count of the network the widths build (gates excluded), `macs`
+its multiply-accumulates per image in the conv and linear layers at the data set's input size.
 """
 import json
 import os
@@ -14,8 +15,8 @@ import numpy as np
 from model import MODELS
 from utils import io
 from utils.cli import UserError, add_common_args, check_pair, make_parser, run_main, writable_dir
-from utils.data import NUM_CLASSES
-from utils.params import built_params
+from utils.data import IMAGE_SIZE, NUM_CLASSES
+from utils.params import built_params, count_macs
 
 CIFAR_RATIOS = (0.25, 0.75, 1.25, 2.0)  # the authors' list_architecture.py
 TINY_RATIOS = (0.25, 0.5, 0.75, 1.0)
@@ -117,12 +118,14 @@ def main(argv=None):
     rows = list(configurations(args))
     for idx, ratio, widths in rows:
         params = built_params(args.model, widths, num_classes, convcut=args.convcut)
+        macs = count_macs(args.model, widths, num_classes, IMAGE_SIZE[args.dataset], args.convcut)
         if args.json:
             print(json.dumps({"model": args.model, "dataset": args.dataset, "method": args.method,
-                              "descent_idx": idx, "ratio": ratio, "widths": widths, "params": params}))
+                              "descent_idx": idx, "ratio": ratio, "widths": widths, "params": params,
+                              "macs": macs}))
         else:
             where = f"iteration {idx + 1:2d} (descent_idx {idx:2d})  " if idx is not None else ""
-            print(f"{where}ratio {ratio:<5g} params {params:>12,}  widths {widths}")
+            print(f"{where}ratio {ratio:<5g} params {params:>12,}  MACs {macs:>14,}  widths {widths}")
     if args.plot:
         for path in plot(rows, args):
             print(f"wrote {path}")

@@ -109,3 +109,70 @@ def test_demo_without_data_or_network_says_how_to_get_it(tmp_path, monkeypatch, 
     assert "apt-get install dataset-fashion-mnist" in lines[0] and "--data_dir" in lines[0]
     assert not (tmp_path / "record").exists()
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.gz"))
+
+
+# -- make data: Fashion-MNIST where the loader looks, or Debian's package installed as root ------------
+
+FAKE_APT = """#!/bin/sh
+echo "$@" >> "{log}"
+if [ "$1" = install ]; then mkdir -p "{system}" && cp "{source}"/* "{system}"/; fi
+"""
+
+
+def make_data(tmp_path, data_dir, *, root=True, apt=True, target="data", extra=()):
+    """`make data` (or another target) with the package folder and apt-get replaced by test doubles;
+    returns (process, the fake apt-get's calls)."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    source, system, log = tmp_path / "package-files", tmp_path / "usr-share", tmp_path / "apt.log"
+    if not source.exists():
+        write_fashion_mnist(str(source), gz=True)
+    fake = tmp_path / "apt-get"
+    fake.write_text(FAKE_APT.format(log=log, system=system, source=source))
+    fake.chmod(0o755)
+    args = ["make", "--no-print-directory", target, f"DATA_DIR={data_dir}", f"FMNIST_SYSTEM_DIR={system}",
+            f"APT_GET={fake if apt else tmp_path / 'no-apt-get'}", f"IS_ROOT={'0' if root else ''}",
+            *extra]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=60)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return proc, calls
+
+
+@pytest.mark.parametrize("layout", ["flat", "raw_gz", "system", "three_of_four"])
+def test_make_data_accepts_exactly_what_the_loader_finds(tmp_path, monkeypatch, layout):
+    data_dir = tmp_path / "data"
+    folder = {"flat": data_dir, "raw_gz": data_dir / "FashionMNIST" / "raw",
+              "system": tmp_path / "usr-share", "three_of_four": data_dir}[layout]
+    write_fashion_mnist(str(folder), gz=layout == "raw_gz")
+    if layout == "three_of_four":
+        os.remove(folder / "t10k-labels-idx1-ubyte")
+    proc, calls = make_data(tmp_path, data_dir, apt=False, root=False)
+    monkeypatch.setattr(D, "FASHION_MNIST_SYSTEM_DIR", str(tmp_path / "usr-share"))
+    found = D._find_fashion_mnist(str(data_dir)) is not None
+    assert found == (layout != "three_of_four")
+    assert proc.returncode == (0 if found else 2), proc.stderr
+    assert calls == [] and proc.stdout == ""
+
+
+def test_make_data_installs_the_package_as_root(tmp_path):
+    proc, calls = make_data(tmp_path, tmp_path / "data")
+    assert proc.returncode == 0, proc.stderr
+    assert calls == ["update", "install -y dataset-fashion-mnist"]   # the index first: a fresh machine has none
+    assert not (tmp_path / "data").exists()
+    # Installed where the loader looks: a second run finds it and calls apt no more.
+    proc, calls = make_data(tmp_path, tmp_path / "data")
+    assert proc.returncode == 0 and calls == ["update", "install -y dataset-fashion-mnist"]
+
+
+@pytest.mark.parametrize("root,apt", [(False, True), (True, False)])
+def test_make_demo_without_root_or_apt_names_the_command_and_writes_nothing(tmp_path, root, apt):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc, calls = make_data(tmp_path, tmp_path / "data", root=root, apt=apt, target="demo",
+                            extra=[f"VENV={tmp_path / 'venv'}", f"DEMO_DIR={tmp_path / 'runs'}"])
+    assert proc.returncode == 2 and calls == []
+    ours = [line for line in proc.stderr.splitlines() if not line.startswith("make")]  # make adds its status
+    assert len(ours) == 1 and ours[0].startswith("error: Fashion-MNIST not found")
+    assert "`apt-get update && apt-get install -y dataset-fashion-mnist`" in ours[0]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    # Neither the environment nor the demo folder: the data check runs first.
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(before + ["apt-get", "package-files"])

@@ -8,7 +8,7 @@ from conftest import assert_one_line_error, run_script
 from model import MODELS, build_model, gates_of
 from utils import io, oneshot
 from utils.cli import UserError
-from utils.params import count_params
+from utils.params import count_macs, count_params
 from utils.train import load_checkpoint
 
 CPU = torch.device("cpu")
@@ -39,6 +39,8 @@ def test_train_norm_then_fine_tune(tmp_path):
     assert result["lr"] == [0.001, 0.001]  # constant
     assert result["widths"] == widths and result["params"] == VGG_075_PARAMS
     assert result["params_masked"] == 9_231_114 and result["masked"] is True
+    # MACs: the widths' network, and the masked one computes as the dense VGG11 (152.8M per image).
+    assert result["macs"] == count_macs("vgg", widths, 10, 32) and result["macs_masked"] == 152_769_536
     assert result["pretrained"].endswith("norm_best_model.pt")
     assert "pruned [64, 128" in proc.stdout
     # Still masked after fine-tuning: the pruned units' gates are 0 and were never trained.

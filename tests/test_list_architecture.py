@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import REPO, assert_one_line_error, run_script
 from model import build_model
 from utils import io
-from utils.params import actual_params
+from utils.params import actual_params, count_macs
 
 
 def test_json_lines_from_the_authors_record(reference):
@@ -22,7 +22,8 @@ def test_json_lines_from_the_authors_record(reference):
     assert [r["widths"] for r in rows] == [[88, 132, 137, 120, 82, 56, 31, 53],
                                            [319, 659, 994, 1341, 899, 597, 202, 177]]
     assert [r["params"] for r in rows] == [580_572, 36_897_436]
-    assert set(rows[0]) == {"model", "dataset", "method", "descent_idx", "ratio", "widths", "params"}
+    assert set(rows[0]) == {"model", "dataset", "method", "descent_idx", "ratio", "widths", "params", "macs"}
+    assert [r["macs"] for r in rows] == [count_macs("vgg", r["widths"], 10, 32) for r in rows]
     assert rows[0]["method"] == "neuralscale" and rows[0]["descent_idx"] == 14
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import REFERENCE, REPO, assert_one_line_error
+from utils.params import count_macs
 
 PAPER_RATIOS = ("0.25", "0.75", "2")
 TINY_RATIOS = ("0.25", "0.75", "1")
@@ -313,8 +314,9 @@ def test_table_and_json_agree(runs, reference):
     rows = runs.json("vgg_c10")
     assert len(table) == len(rows) == 4 * 8 + 1
     for row in rows:
-        params, latency, acc, final, seeds = table[(METHOD_LABELS[row["method"]], row["ratio"])]
-        assert params == f"{row['params'] / 1e6:.2f}M"
+        params, macs, latency, acc, final, seeds = table[(METHOD_LABELS[row["method"]], row["ratio"])]
+        assert params == f"{row['params'] / 1e6:.2f}M" and macs == f"{row['macs'] / 1e6:.2f}M"
+        assert row["macs"] == count_macs("vgg", row["widths"], 10, 32)
         assert latency == "—" and row["latency_ms"] is None
         assert acc == f"{row['acc_mean']:.2f} ± {row['acc_std']:.2f}"
         assert final == f"{row['acc_final_mean']:.2f}"
@@ -335,6 +337,7 @@ def test_figures_written(runs, reference):
     width, height = png_size(png)
     assert (width, height) == (750, 540) and png.stat().st_size > 20_000
     assert (figs / "param_acc_vgg_CIFAR10.pdf").read_bytes()[:5] == b"%PDF-"
+    assert png_size(figs / "macs_acc_vgg_CIFAR10.png") == (750, 540)
     assert not (figs / "latency_acc_vgg_CIFAR10.png").exists()  # latency unknown: no figure
 
 
@@ -349,10 +352,10 @@ def test_figure_axes_cover_the_data(runs, reference, tmp_path):
     for i, row in enumerate(rows):  # a latency, as if the pickles carried one
         row.latency_ms = 1.0 + i
     written = report.accuracy_figures(rows, figs_dir=tmp_path, model="vgg", dataset="CIFAR10")
-    assert set(written) == {"params", "latency_ms"}
+    assert set(written) == {"params", "macs", "latency_ms"}
     for x, (fig, paths) in written.items():
         ax = fig.axes[0]
-        xs = np.array([getattr(r, x) for r in rows], dtype=float) / (1e6 if x == "params" else 1)
+        xs = np.array([getattr(r, x) for r in rows], dtype=float) / (1 if x == "latency_ms" else 1e6)
         lo, hi = min(min(r.best) for r in rows), max(max(r.best) for r in rows)
         x0, x1 = ax.get_xlim()
         y0, y1 = ax.get_ylim()
@@ -387,8 +390,8 @@ def test_missing_seeds_and_ratios_are_reported_not_invented(runs, reference):
     assert one["n_seeds"] == 1 and one["acc_std"] == 0.0
     cells = parse_table(runs.get("partial_table")[0])
     assert cells[("Uniform Scale (Baseline)", 0.25)][-1] == "3/5"
-    assert cells[("Uniform Scale (Baseline)", 2.0)][2:] == ["—", "—", "0/5"]
-    assert cells[("NeuralScale (Iteration = 15)", 0.25)][2:] == [
+    assert cells[("Uniform Scale (Baseline)", 2.0)][3:] == ["—", "—", "0/5"]
+    assert cells[("NeuralScale (Iteration = 15)", 0.25)][3:] == [
         f"{one['acc_mean']:.2f} ± 0.00", f"{one['acc_final_mean']:.2f}", "1/5"]
 
 

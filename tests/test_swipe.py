@@ -14,7 +14,7 @@ import torch
 from conftest import REPO, assert_one_line_error, run_script
 from model import MODELS, build_model
 from utils import io, swipe
-from utils.params import actual_params
+from utils.params import actual_params, count_macs
 from utils.train import load_checkpoint
 
 SYNTH = ["--model", "vgg", "--dataset", "synthetic", "--device", "cpu", "--no_latency"]
@@ -80,6 +80,7 @@ def test_kill_resume_seeds_and_outputs(tmp_path):
         assert result["lr"] == [0.1, 0.1, 0.1]
         assert result["widths"] == widths
         assert result["params"] == actual_params(build_model("vgg", widths, 10))
+        assert result["macs"] == count_macs("vgg", widths, 10, 32)
         assert (result["seed"], result["model"], result["dataset"], result["method"]) == (0, "vgg", "synthetic",
                                                                                           "uniform")
         assert result["latency_ms"] is None
@@ -210,6 +211,7 @@ def test_imagenet_ratio_swipe(tmp_path):
     assert result["lr"] == [0.1, 0.1]
     assert result["widths"] == [int(w * 0.25) for w in MODELS["resnet18"].DEFAULT_WIDTHS]
     assert result["params"] == actual_params(build_model("resnet18", result["widths"], 200))
+    assert result["macs"] == count_macs("resnet18", result["widths"], 200, 64)
     assert (tmp_path / "models/resnet18/tiny_25_checkpoint.pt").exists()
     assert proc.stdout.count(" epoch ") == 2  # one summary line per epoch
 

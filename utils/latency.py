@@ -3,6 +3,11 @@
 The authors timed with time.time() between unsynchronised CUDA launches, which measures launch rate
 rather than GPU time; here each timed pass is synchronised (events on CUDA). Returns ms per batch.
 """
+import contextlib
+import hashlib
+import json
+import os
+import platform
 import time
 
 import torch
@@ -41,3 +46,55 @@ def measure_latency(model, device, image_size, *, batch=BATCH, warmup=WARMUP, ti
             elapsed_ms = (time.perf_counter() - t0) * 1000.0
     model.train(was_training)
     return elapsed_ms / timed
+
+
+# -- one measurement per configuration ----------------------------------------------------------------
+# A swipe's seeds run as separate processes and train identical widths, and latency does not depend on
+# the weights, so the first measurement of a configuration is stored and reused. The key holds
+# everything the time depends on; any difference (another machine, thread count, batch, torch) measures
+# again.
+
+def latency_cache_dir(plots_dir):
+    """Where measured latencies are kept for reuse, beside the results that carry them."""
+    return os.path.join(plots_dir, "latency_cache")
+
+
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def latency_key(architecture, device, image_size, *, batch=BATCH, warmup=WARMUP, timed=TIMED, amp=False):
+    """What a latency depends on: the network (model.architecture(): model, widths, classes, gates,
+    convcut), the input, the protocol, the device and host, the thread count and torch."""
+    key = {"architecture": architecture, "input_size": int(image_size), "batch": batch, "warmup": warmup,
+           "timed": timed, "amp": bool(amp), "device": str(device), "device_name": device_name(device),
+           "host": platform.node(), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    return json.loads(json.dumps(key))  # the form it has after a round trip through the file
+
+
+def cached_latency(cache_dir, model, device, image_size, **protocol):
+    """measure_latency(model, ...) once per key: <cache_dir>/<hash of the key>.json holds the key and
+    the milliseconds (one file per configuration: concurrent runs never rewrite each other's)."""
+    from model import architecture
+    from utils import io
+    from utils.cli import UserError
+    key = latency_key(architecture(model), device, image_size, **protocol)
+    text = json.dumps(key, sort_keys=True)
+    path = os.path.join(cache_dir, hashlib.sha256(text.encode()).hexdigest()[:20] + ".json")
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        with open(path) as f:
+            entry = json.load(f)
+        if entry["key"] == key:
+            return float(entry["latency_ms"])
+    ms = measure_latency(model, device, image_size, **protocol)
+    with contextlib.suppress(UserError, OSError):  # a read-only results folder: measure, keep nothing
+        with io.atomic_write(path, "w") as f:
+            json.dump({"key": key, "latency_ms": ms}, f, sort_keys=True, indent=1)
+    return ms

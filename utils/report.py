@@ -4,7 +4,8 @@ Shared by plot_ratio.py (Table 1, Supplementary Tables 2, 5 and 6), plot_ratio_w
 and plot_filters.py (Figure 2). The statistics are the paper's: per seed the best test accuracy over
 epochs (max of `test_acc`, i.e. model selection on the test set, as the authors did), then the mean and
 the population std (ddof 0) over seeds; the final-epoch mean is reported beside it. Parameters are the
-trainable parameters of the built network, gates excluded; latency follows the paper's protocol
+trainable parameters of the built network, gates excluded; MACs the multiply-accumulates per image
+of its conv and linear layers (utils.params.count_macs); latency follows the paper's protocol
 (utils/latency.py) unless the result pickles carry a measured `latency_ms`.
 
 Nothing is ever invented: a missing seed lowers `n_seeds`, a ratio with no files has no accuracy.
@@ -20,7 +21,7 @@ from model import MODELS
 from utils import io
 from utils.cli import UserError, add_common_args, resolve_device, writable_dir
 from utils.data import IMAGE_SIZE, NUM_CLASSES
-from utils.params import built_params, count_params
+from utils.params import built_params, count_macs, count_params
 
 # Table order follows the paper (Table 1, then ConvCut as in Supplementary Table 5).
 METHOD_LABELS = {
@@ -118,9 +119,10 @@ class Row:
     missing_seeds: list = dataclasses.field(default_factory=list)
     best: list = dataclasses.field(default_factory=list)      # per-seed best test accuracy
     latency_source: str = None                                # "pickle", "measured" or None
+    macs: int = None                                          # multiply-accumulates per image
 
     def to_json(self):
-        return {"method": self.method, "ratio": self.ratio, "params": self.params,
+        return {"method": self.method, "ratio": self.ratio, "params": self.params, "macs": self.macs,
                 "latency_ms": self.latency_ms, "acc_mean": self.acc_mean, "acc_std": self.acc_std,
                 "acc_final_mean": self.acc_final_mean, "n_seeds": self.n_seeds,
                 "missing_seeds": self.missing_seeds, "widths": self.widths}
@@ -215,13 +217,14 @@ def summarise(row, found):
     return row
 
 
-def measure(model, dataset, widths, convcut, device):
-    """Latency (ms per batch of 100) of the network these widths build, on `device`."""
+def measure(model, dataset, widths, convcut, device, plots_dir):
+    """Latency (ms per batch of 100) of the network these widths build, on `device`; a measurement of
+    the same configuration on this machine under plots_dir is reused."""
     import torch
     from model import build_model
-    from utils.latency import measure_latency
+    from utils.latency import cached_latency, latency_cache_dir
     net = build_model(model, widths, NUM_CLASSES[dataset], convcut=convcut).to(device)
-    ms = measure_latency(net, device, IMAGE_SIZE[dataset])
+    ms = cached_latency(latency_cache_dir(plots_dir), net, device, IMAGE_SIZE[dataset])
     del net
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -249,7 +252,8 @@ def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, lo
         for r in m_ratios:
             widths = [int(w) for w in m.widths(r)]
             row = Row(m.key, m.label, float(r), widths,
-                      built_params(model, widths, num_classes, convcut=m.convcut))
+                      built_params(model, widths, num_classes, convcut=m.convcut),
+                      macs=count_macs(model, widths, num_classes, IMAGE_SIZE[dataset], m.convcut))
             summarise(row, read_seeds(plots_dir, model, m.name, r, seeds,
                                       widths if m.trained_widths else None, log))
             row.missing_seeds = [s for s in seeds if s not in row.seeds]
@@ -260,7 +264,7 @@ def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, lo
                 row.latency_ms, row.latency_source = latency_cache[key]
             elif row.latency_ms is None and device is not None:
                 log(f"measuring latency: {m.label} at ratio {r:g} on {device}")
-                row.latency_ms = measure(model, dataset, widths, m.convcut, device)
+                row.latency_ms = measure(model, dataset, widths, m.convcut, device, plots_dir)
                 row.latency_source = "measured"
             if row.latency_ms is not None:
                 latency_cache.setdefault(key, (row.latency_ms, row.latency_source))
@@ -281,14 +285,14 @@ def fmt_num(value, unit=""):
 def table_cells(row):
     """The printed cells of one row (the table and --json share these numbers)."""
     acc = "—" if row.acc_mean is None else f"{row.acc_mean:.2f} ± {row.acc_std:.2f}"
-    return [f"{row.ratio:g}", fmt_params(row.params), fmt_num(row.latency_ms, "ms"), acc,
+    return [f"{row.ratio:g}", fmt_params(row.params), fmt_params(row.macs), fmt_num(row.latency_ms, "ms"), acc,
             fmt_num(row.acc_final_mean), f"{row.n_seeds}/{row.n_seeds + len(row.missing_seeds)}"]
 
 
 def format_table(rows, heading, notes=(), marked=()):
     """Markdown in the paper's layout: the method name on the first row of its group; methods in
     `marked` get a ' *' that refers to a note."""
-    header = ["Method", "Ratio", "Params", "Latency", "Accuracy (%) mean ± std",
+    header = ["Method", "Ratio", "Params", "MACs", "Latency", "Accuracy (%) mean ± std",
               "final-epoch mean", "seeds"]
     lines = [f"## {heading}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     previous = None
@@ -304,7 +308,8 @@ def table_notes(rows, methods, device_name):
     used = {r.method for r in rows}
     notes = ["Accuracy: mean ± population std (ddof 0) over seeds of the best test accuracy over "
              "epochs (the paper's statistic); final-epoch mean beside it. Params: trainable "
-             "parameters of the built network, gates excluded."]
+             "parameters of the built network, gates excluded. MACs: multiply-accumulates per image "
+             "in its conv and linear layers."]
     sources = {r.latency_source for r in rows}
     if "measured" in sources:
         notes.append(f"Latency: ms per batch of 100 (20 warm-up + 80 timed passes), measured on "
@@ -327,8 +332,12 @@ def _style(key, index):
     return PALETTE[index % len(PALETTE)], "o"
 
 
+X_LABELS = {"params": "Parameters (M)", "macs": "MACs per image (M)",
+            "latency_ms": "Latency (ms per batch of 100)"}
+
+
 def plot_accuracy(rows, x="params", heading=""):
-    """Accuracy against parameters (millions) or latency (ms): mean line and min-max band over seeds.
+    """Accuracy against parameters (millions), MACs per image (millions) or latency (ms): mean line and min-max band over seeds.
 
     Returns the matplotlib Figure (its single Axes is fig.axes[0]), or None when no row has an x value.
     """
@@ -346,7 +355,7 @@ def plot_accuracy(rows, x="params", heading=""):
                 continue
             pts.sort(key=lambda r: getattr(r, x))
             xs = np.array([getattr(r, x) for r in pts], dtype=np.float64)
-            if x == "params":
+            if x in ("params", "macs"):
                 xs = xs / 1e6
             mean = np.array([r.acc_mean for r in pts])
             lo = np.array([min(r.best) for r in pts])
@@ -363,7 +372,7 @@ def plot_accuracy(rows, x="params", heading=""):
         ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())
-        ax.set_xlabel("Parameters (M)" if x == "params" else "Latency (ms per batch of 100)")
+        ax.set_xlabel(X_LABELS[x])
         ax.set_ylabel("Accuracy (%)")
         ax.set_title(heading, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
@@ -385,14 +394,16 @@ def save_figure(fig, figs_dir, stem):
 
 
 def accuracy_figures(rows, *, figs_dir, model, dataset, kind="acc"):
-    """The accuracy-vs-params figure and, when latency is known, accuracy-vs-latency.
+    """The accuracy-vs-params figure, accuracy-vs-MACs beside it and, when latency is known,
+    accuracy-vs-latency.
 
-    kind "acc" names them param_acc_<model>_<dataset> / latency_acc_... (the authors' plot_ratio.py),
-    "pretrain" names them param_pretrain_... / latency_pretrain_... (their pre-training study).
-    Returns {"params": (fig, paths), "latency_ms": (fig, paths)} for the figures written.
+    kind "acc" names them param_acc_<model>_<dataset> / macs_acc_... / latency_acc_... (param_ and
+    latency_ as the authors' plot_ratio.py), "pretrain" names them param_pretrain_... and so on (their
+    pre-training study). Returns {"params": (fig, paths), "macs": ..., "latency_ms": ...} for the
+    figures written.
     """
     written = {}
-    for x, prefix in (("params", "param"), ("latency_ms", "latency")):
+    for x, prefix in (("params", "param"), ("macs", "macs"), ("latency_ms", "latency")):
         fig = plot_accuracy(rows, x=x, heading=title(model, dataset))
         if fig is not None:
             written[x] = (fig, save_figure(fig, figs_dir, f"{prefix}_{kind}_{model}_{dataset}"))

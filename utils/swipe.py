@@ -11,7 +11,8 @@ ratio does not depend on which ratios ran before it.
 
 Results keep the authors' keys (train_acc, train_loss, test_acc, test_loss: one float per epoch,
 accuracy as the mean over minibatches of the per-batch %), plus dataset-level accuracy, widths,
-params (the built network's trainable parameters, gates excluded), latency and provenance.
+params (the built network's trainable parameters, gates excluded), macs (multiply-accumulates per
+image, utils.params.count_macs), latency and provenance.
 """
 import argparse
 import os
@@ -24,8 +25,8 @@ from model import architecture, build_model, get_spec
 from utils import io
 from utils.cli import UserError, add_common_args, check_pair, make_parser, resolve_device, writable_dir
 from utils.data import IMAGE_SIZE, NUM_CLASSES, get_loaders
-from utils.latency import measure_latency
-from utils.params import actual_params, count_params
+from utils.latency import cached_latency, latency_cache_dir
+from utils.params import actual_params, count_macs, count_params
 from utils.train import (evaluate, load_checkpoint, lr_for_epoch, make_optimizer, prepare_model, set_lr,
                          set_seed, train_epoch)
 
@@ -287,11 +288,13 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
 
 def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs, extra=None):
     """The result pickle: the authors' five keys first, then this project's."""
+    arch = architecture(net)
     result = {"ratio": float(ratio)}
     result.update({k: list(curves[k]) for k in ("train_acc", "train_loss", "test_acc", "test_loss",
                                                 "train_acc_dataset", "test_acc_dataset", "lr")})
     result.update({
         "widths": [int(w) for w in widths], "params": int(actual_params(net)),
+        "macs": count_macs(args.model, widths, arch["num_classes"], IMAGE_SIZE[args.dataset], arch["convcut"]),
         "latency_ms": None if latency_ms is None else float(latency_ms), "seed": int(args.seed),
         "model": args.model, "dataset": args.dataset, "method": method, "epochs": int(epochs),
         "final_test_acc": curves["test_acc"][-1], "final_test_acc_dataset": curves["test_acc_dataset"][-1],
@@ -332,9 +335,10 @@ def output_dirs(args):
 
 
 def latency_of(net, args, device):
+    """ms per batch of 100, measured once per configuration and machine (the seeds of a swipe share it)."""
     if args.no_latency:
         return None
-    return measure_latency(net, device, IMAGE_SIZE[args.dataset])
+    return cached_latency(latency_cache_dir(args.plots_dir), net, device, IMAGE_SIZE[args.dataset])
 
 
 # -- the swipe ----------------------------------------------------------------------------------------
