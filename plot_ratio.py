@@ -87,7 +87,7 @@ def build_methods(args):
                 key, label[key], names[key], lambda r: uniform(report.LI_RATIO),
                 ratios=(report.LI_RATIO,), trained_widths=False,
                 note="* Li et al.: magnitude pruning of a pre-trained network, then fine-tuning (not "
-                     "trained from scratch). Its params and latency are the uniform 0.75 network's, as "
+                     "trained from scratch). Its params, MACs and latency are the uniform 0.75 network's, as "
                      "the authors reported them (the pruned network itself is a ratio-1 network whose "
                      "pruned gates are zero)."))
         elif key == "morphnet":
