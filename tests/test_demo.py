@@ -80,7 +80,8 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path):
     assert table[0].split("|")[3:6] == [" Params ", " MACs ", " Latency "]
     rows = {line.split("|")[1].strip(): line.split("|")[3:6] for line in table[2:]}
     assert set(rows) == {"Uniform Scale (Baseline)", "MorphNet (Taylor-FO)", "NeuralScale (Iteration = 2)"}
-    for stem, label in (("vgg_uni_fmnist", "Uniform Scale (Baseline)"), ("vgg_pruned_fmnist", "MorphNet (Taylor-FO)"),
+    for stem, label in (("vgg_uni_fmnist", "Uniform Scale (Baseline)"),
+                        ("vgg_pruned_fmnist", "MorphNet (Taylor-FO)"),
                         ("vgg_late_fmnist", "NeuralScale (Iteration = 2)")):
         result = curves[stem, 0]
         assert result["macs"] == count_macs("vgg", result["widths"], 10, 32)
@@ -168,7 +169,8 @@ def test_make_data_accepts_exactly_what_the_loader_finds(tmp_path, monkeypatch, 
 def test_make_data_installs_the_package_as_root(tmp_path):
     proc, calls = make_data(tmp_path, tmp_path / "data")
     assert proc.returncode == 0, proc.stderr
-    assert calls == ["update", "install -y dataset-fashion-mnist"]   # the index first: a fresh machine has none
+    # The index first: a fresh machine has none.
+    assert calls == ["update", "install -y dataset-fashion-mnist"]
     assert not (tmp_path / "data").exists()
     # Installed where the loader looks: a second run finds it and calls apt no more.
     proc, calls = make_data(tmp_path, tmp_path / "data")
