@@ -7,9 +7,10 @@ Per method and ratio: the mean ± population std over seeds of the best test acc
 paper's statistic), the final-epoch mean, the number of seeds found, the trainable parameters of the
 built network, its multiply-accumulates per image (MACs, conv and linear layers) and its latency
 (batch 100, 20 warm-up + 80 timed passes on --device; a `latency_ms` stored in the pickles wins; a
-measurement is kept under <plots_dir>/latency_cache/ and reused on the same machine and settings). Result files: <plots_dir>/<model>/<name>_<seed>_<int(ratio*100)>.pk with
-the authors' names by default. A method with no file at all is left out with a note on stderr; a ratio
-or seed with no file is reported as missing, never filled in. ConvCut (resnet18, mobilenetv2) and
+measurement is kept under <plots_dir>/latency_cache/ and reused on the same machine and settings).
+Result files: <plots_dir>/<model>/<name>_<seed>_<int(ratio*100)>.pk with the authors' names by default.
+A method with no file at all is left out with a note on stderr; a ratio or seed with no file is
+reported as missing, never filled in. ConvCut (resnet18, mobilenetv2) and
 Li et al. (ratio 0.75) appear whenever their files exist.
 Figures: <figs_dir>/param_acc_<model>_<dataset>.{png,pdf}, macs_acc_... beside it, and latency_acc_...
 when latency is known; --x draws just one of them (--x macs: accuracy against MACs).
@@ -96,7 +97,7 @@ def build_methods(args):
                 key, label[key], names[key], lambda r: uniform(report.LI_RATIO),
                 ratios=(report.LI_RATIO,), trained_widths=False,
                 note="* Li et al.: magnitude pruning of a pre-trained network, then fine-tuning (not "
-                     "trained from scratch). Its params and latency are the uniform 0.75 network's, as "
+                     "trained from scratch). Its params, MACs and latency are the uniform 0.75 network's, as "
                      "the authors reported them (the pruned network itself is a ratio-1 network whose "
                      "pruned gates are zero)."))
         elif key == "morphnet":

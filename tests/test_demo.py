@@ -11,6 +11,7 @@ from conftest import REPO, write_fashion_mnist
 from utils import data as D
 from utils.cli import run_main
 from utils.io import load_fits, load_pickle, read_prune_csv
+from utils.params import count_macs
 
 TINY = {"DEMO_SUBSET": "320", "DEMO_TEST_SUBSET": "100", "DEMO_SEARCH_RATIO": "0.25",
         "DEMO_ITERATIONS": "2", "DEMO_WARMUP": "1", "DEMO_SEARCH_BATCH": "32", "DEMO_PRUNE_EVERY": "1",
@@ -76,9 +77,20 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path):
 
     # 4. The table and the figures.
     table = [line for line in stdout.splitlines() if line.startswith("|")]
-    assert any("Uniform" in line for line in table) and any("NeuralScale" in line for line in table)
-    assert any("MorphNet" in line for line in table)
-    for name in ("param_acc_vgg_FashionMNIST", "latency_acc_vgg_FashionMNIST"):
+    assert table[0].split("|")[3:6] == [" Params ", " MACs ", " Latency "]
+    rows = {line.split("|")[1].strip(): line.split("|")[3:6] for line in table[2:]}
+    assert set(rows) == {"Uniform Scale (Baseline)", "MorphNet (Taylor-FO)", "NeuralScale (Iteration = 2)"}
+    for stem, label in (("vgg_uni_fmnist", "Uniform Scale (Baseline)"),
+                        ("vgg_pruned_fmnist", "MorphNet (Taylor-FO)"),
+                        ("vgg_late_fmnist", "NeuralScale (Iteration = 2)")):
+        result = curves[stem, 0]
+        assert result["macs"] == count_macs("vgg", result["widths"], 10, 32)
+        assert rows[label][1].strip() == f"{result['macs'] / 1e6:.2f}M"
+        # Latency measured once per configuration: both seeds carry the same number, the table shows it.
+        assert result["latency_ms"] == curves[stem, 1]["latency_ms"] > 0
+        assert rows[label][2].strip() == f"{result['latency_ms']:.2f}ms"
+    assert len(list((demo / "saved_plots" / "latency_cache").glob("*.json"))) == 3
+    for name in ("param_acc_vgg_FashionMNIST", "macs_acc_vgg_FashionMNIST", "latency_acc_vgg_FashionMNIST"):
         for ext in ("png", "pdf"):
             assert (demo / "figs" / f"{name}.{ext}").stat().st_size > 5000
 
@@ -157,7 +169,8 @@ def test_make_data_accepts_exactly_what_the_loader_finds(tmp_path, monkeypatch, 
 def test_make_data_installs_the_package_as_root(tmp_path):
     proc, calls = make_data(tmp_path, tmp_path / "data")
     assert proc.returncode == 0, proc.stderr
-    assert calls == ["update", "install -y dataset-fashion-mnist"]   # the index first: a fresh machine has none
+    # The index first: a fresh machine has none.
+    assert calls == ["update", "install -y dataset-fashion-mnist"]
     assert not (tmp_path / "data").exists()
     # Installed where the loader looks: a second run finds it and calls apt no more.
     proc, calls = make_data(tmp_path, tmp_path / "data")

@@ -77,6 +77,7 @@ def test_latency_measured_once_per_configuration(tmp_path, monkeypatch):
     assert base["architecture"]["widths"] == [4] * 8 and base["architecture"]["num_classes"] == 10
     others = [latency.latency_key(architecture(build_model("vgg", [4] * 8, 100)), cpu, 32),
               latency.latency_key(architecture(build_model("resnet18", [4] * 17, 10, convcut=True)), cpu, 32),
-              latency.latency_key(architecture(net), cpu, 64), latency.latency_key(architecture(net), cpu, 32, batch=50),
+              latency.latency_key(architecture(net), cpu, 64),
+              latency.latency_key(architecture(net), cpu, 32, batch=50),
               latency.latency_key(architecture(net), torch.device("meta"), 32)]
     assert all(other != base for other in others)

@@ -64,11 +64,14 @@ def device_name(device):
     return platform.processor() or platform.machine()
 
 
-def latency_key(architecture, device, image_size, *, batch=BATCH, warmup=WARMUP, timed=TIMED, amp=False):
+def latency_key(architecture, device, image_size, *, batch=BATCH, warmup=WARMUP, timed=TIMED, precision="fp32",
+                layout="contiguous"):
     """What a latency depends on: the network (model.architecture(): model, widths, classes, gates,
-    convcut), the input, the protocol, the device and host, the thread count and torch."""
+    convcut), the input and its memory layout, the protocol, the precision, the device and host, the
+    thread count and torch."""
     key = {"architecture": architecture, "input_size": int(image_size), "batch": batch, "warmup": warmup,
-           "timed": timed, "amp": bool(amp), "device": str(device), "device_name": device_name(device),
+           "timed": timed, "precision": precision, "layout": layout, "device": str(device),
+           "device_name": device_name(device),
            "host": platform.node(), "threads": torch.get_num_threads(), "torch": torch.__version__}
     return json.loads(json.dumps(key))  # the form it has after a round trip through the file
 
@@ -79,7 +82,8 @@ def cached_latency(cache_dir, model, device, image_size, **protocol):
     from model import architecture
     from utils import io
     from utils.cli import UserError
-    key = latency_key(architecture(model), device, image_size, **protocol)
+    layout = "channels_last" if input_format(model) == torch.channels_last else "contiguous"
+    key = latency_key(architecture(model), device, image_size, layout=layout, **protocol)
     text = json.dumps(key, sort_keys=True)
     path = os.path.join(cache_dir, hashlib.sha256(text.encode()).hexdigest()[:20] + ".json")
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):

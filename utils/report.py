@@ -349,7 +349,8 @@ X_LABELS = {"params": "Parameters (M)", "macs": "MACs per image (M)",
 
 
 def plot_accuracy(rows, x="params", heading=""):
-    """Accuracy against parameters (millions), MACs per image (millions) or latency (ms): mean line and min-max band over seeds.
+    """Accuracy against parameters (millions), MACs per image (millions) or latency (ms): mean line
+    and min-max band over seeds.
 
     Returns the matplotlib Figure (its single Axes is fig.axes[0]), or None when no row has an x value.
     """
