@@ -46,7 +46,7 @@ APT_GET ?= apt-get
 IS_ROOT ?= $(filter 0,$(shell id -u))
 FMNIST_INSTALL = apt-get update && apt-get install -y dataset-fashion-mnist
 
-.PHONY: data demo test
+.PHONY: data demo test test-fast
 
 data:
 	@for dir in "$(DATA_DIR)/FashionMNIST/raw" "$(DATA_DIR)" "$(FMNIST_SYSTEM_DIR)"; do \
@@ -73,6 +73,10 @@ $(VENV)/.installed-test: $(INSTALLED) requirements-test.txt
 
 test: $(TEST_INSTALLED)
 	$(PY) -m pytest tests
+
+# The edit loop: everything but the end-to-end script runs (marked slow).
+test-fast: $(TEST_INSTALLED)
+	$(PY) -m pytest -m "not slow" tests
 
 # Every step resumes: a second `make demo` reuses what the first one finished.
 demo: data $(INSTALLED)

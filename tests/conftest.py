@@ -59,7 +59,3 @@ def write_fashion_mnist(folder, n_train=20, n_test=9, gz=True):
     for name, array in arrays.items():
         write_idx(os.path.join(folder, name + (".gz" if gz else "")), array)
     return arrays
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: runs a script end to end for tens of seconds (-m 'not slow' skips)")
