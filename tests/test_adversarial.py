@@ -15,6 +15,8 @@ from test_identity import T, cli, dirs, files_under, one_line_error
 from utils import io, swipe
 from utils.cli import UserError
 
+pytestmark = pytest.mark.slow  # scripts run end to end: `make test-fast` leaves them out
+
 SEARCH = ["--dataset", "synthetic", "--subset", "64", "--batch-size", "32", "--warmup", "1", "--iterations",
           "1", "--prune_every", "1", "--prune_per_step", "100", "--search_ratio", "0.25", "--device", "cpu",
           "--model", "vgg"]

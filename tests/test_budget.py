@@ -165,6 +165,7 @@ def test_absolute_and_ratio_tags_never_collide():
     assert io.budget_tag(None, "params", 1_500_000) == "params1500000"
 
 
+@pytest.mark.slow
 def test_macs_search_end_to_end(tmp_path):
     """Descent and fit on MACs, a swipe at a ratio and at an absolute MACs budget, the table; the record
     is refused by parameter-budget tools, each in one line."""
@@ -224,6 +225,7 @@ def test_macs_search_end_to_end(tmp_path):
                                      *folders, check=False))  # resuming it under params
 
 
+@pytest.mark.slow
 def test_list_architecture_absolute_budgets():
     proc = run_script("list_architecture.py", "--model", "resnet18", "--dataset", "CIFAR100", "--target_params",
                       "1.5M", "--json")

@@ -13,6 +13,8 @@ from utils.cli import run_main
 from utils.io import load_fits, load_pickle, read_prune_csv
 from utils.params import count_macs
 
+pytestmark = pytest.mark.slow  # scripts run end to end: `make test-fast` leaves them out
+
 TINY = {"DEMO_SUBSET": "320", "DEMO_TEST_SUBSET": "100", "DEMO_SEARCH_RATIO": "0.25",
         "DEMO_ITERATIONS": "2", "DEMO_WARMUP": "1", "DEMO_SEARCH_BATCH": "32", "DEMO_PRUNE_EVERY": "1",
         "DEMO_PRUNE_PER_STEP": "20", "DEMO_EPOCHS": "2", "DEMO_RATIOS": "0.25", "DEMO_SEEDS": "0 1"}

@@ -14,6 +14,8 @@ from conftest import REPO, assert_one_line_error, run_script
 from model import get_spec
 from utils.io import load_fits, load_pickle, read_prune_csv
 
+pytestmark = pytest.mark.slow  # scripts run end to end: `make test-fast` leaves them out
+
 UNSEEDED = ["--dataset", "synthetic", "--subset", "256", "--batch-size", "32", "--warmup", "1",
             "--iterations", "2", "--prune_every", "1", "--prune_per_step", "100", "--device", "cpu"]
 DEMO = [*UNSEEDED, "--seed", "0"]

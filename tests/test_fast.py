@@ -52,6 +52,7 @@ def _accuracy(loader, data_dir, seed=0):
     return train.evaluate(model, test_loader, CPU)["acc_dataset"]
 
 
+@pytest.mark.slow
 def test_both_loaders_train_to_the_same_accuracy(tmp_path, one_thread):
     if D._find_fashion_mnist(str(tmp_path)) is None:
         pytest.skip(f"real Fashion-MNIST not installed at {D.FASHION_MNIST_SYSTEM_DIR} "
@@ -123,6 +124,7 @@ def test_train_epoch_feeds_inputs_in_the_models_layout(one_thread):
         torch.testing.assert_close(wa[key], wb[key], atol=1e-6, rtol=1e-5, msg=key)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 def test_bf16_keeps_parameters_and_batchnorm_statistics_in_fp32(device):
     """--precision bf16 runs the forward pass under torch.autocast(device, bfloat16), on the CPU too."""
@@ -196,6 +198,7 @@ def test_flop_count_of_vgg11_matches_the_hand_count():
     assert bench.forward_macs(build_model("vgg", widths, 10), 32) == expected  # 153 M MACs
 
 
+@pytest.mark.slow
 def test_bench_quick_runs_and_ends_with_the_speedup_line():
     proc = run_script("bench/train_throughput.py", "--quick", "--device", "cpu", "--threads", "1",
                       "--steps", "1", "--reps", "1", "--ratio", "0.125", "--batch-size", "32",
@@ -248,6 +251,7 @@ def test_fp32_is_strict_on_cuda():
         assert torch.backends.cuda.matmul.allow_tf32 is tf32 and torch.backends.cudnn.allow_tf32 is tf32
 
 
+@pytest.mark.slow
 def test_precision_study_quick_runs(tmp_path):
     """bench/precision_study.py (the README's bf16 measurements) at smoke size on real Fashion-MNIST."""
     if D._find_fashion_mnist(str(tmp_path)) is None:

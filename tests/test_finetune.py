@@ -11,6 +11,8 @@ from utils.cli import UserError
 from utils.params import count_macs, count_params
 from utils.train import load_checkpoint
 
+pytestmark = pytest.mark.slow  # scripts run end to end: `make test-fast` leaves them out
+
 CPU = torch.device("cpu")
 TINY_RUN = ["--model", "vgg", "--dataset", "synthetic", "--device", "cpu", "--no_latency", "--subset", "32",
             "--test_subset", "32", "--batch-size", "32", "--seed", "0"]

@@ -8,6 +8,8 @@ import pytest
 from utils import io, swipe
 from utils.cli import UserError, run_main
 
+pytestmark = pytest.mark.slow  # scripts run end to end: `make test-fast` leaves them out
+
 # "T" of the issue: tiny synthetic runs on the CPU.
 T = ["--dataset", "synthetic", "--subset", "64", "--test_subset", "64", "--epochs", "1", "--device", "cpu",
      "--no_latency", "--batch-size", "32", "--model", "vgg"]

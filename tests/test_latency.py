@@ -29,6 +29,7 @@ def test_tiny_input_size():
     assert measure_latency(net, torch.device("cpu"), 64, batch=2, warmup=1, timed=1) > 0
 
 
+@pytest.mark.slow
 def test_latency_measured_once_per_configuration(tmp_path, monkeypatch):
     """Three seeds of a two-ratio swipe measure two configurations, and every result carries them;
     another thread count, width list or class count measures again. Each seed is its own main()

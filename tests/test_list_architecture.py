@@ -52,6 +52,7 @@ def test_uniform_and_morph_methods():
     assert json.loads(proc.stdout)["widths"] == [97, 195, 380, 386, 409, 267, 133, 232]
 
 
+@pytest.mark.slow
 def test_plot_writes_png_and_pdf(reference, tmp_path):
     proc = run_script("list_architecture.py", "--model", "mobilenetv2", "--dataset", "CIFAR100",
                       "--prune_fname", reference / "prune_record" / "mobilenetv2_10_eff_c100.pk",

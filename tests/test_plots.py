@@ -256,6 +256,7 @@ def check_table(rows, expected, ratios, table):
     return checked
 
 
+@pytest.mark.slow
 def test_table1_vgg_cifar10(runs, reference):
     rows = runs.json("vgg_c10")
     assert check_table(rows, TABLE1_VGG_C10, (0.25, 0.75, 2.0), "T1_vgg_c10") == 39
@@ -269,6 +270,7 @@ def test_table1_vgg_cifar10(runs, reference):
     assert not any(r["method"] == "convcut" for r in rows)  # VGG has no shortcuts
 
 
+@pytest.mark.slow
 def test_table1_mobilenetv2_cifar100(runs, reference):
     rows = runs.json("mbv2_c100")
     assert check_table(rows, TABLE1_MBV2_C100, (0.25, 0.75, 2.0), "T1_mbv2_c100") == 36

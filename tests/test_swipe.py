@@ -17,6 +17,8 @@ from utils import io, swipe
 from utils.params import actual_params, count_macs
 from utils.train import load_checkpoint
 
+pytestmark = pytest.mark.slow  # scripts run end to end: `make test-fast` leaves them out
+
 SYNTH = ["--model", "vgg", "--dataset", "synthetic", "--device", "cpu", "--no_latency"]
 CURVES = ("train_acc", "train_loss", "test_acc", "test_loss", "train_acc_dataset", "test_acc_dataset")
 
