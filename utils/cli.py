@@ -52,7 +52,7 @@ def default_device():
 
 
 def add_common_args(parser):
-    """The flags every script takes (SPEC, "Script contract"), whether or not it needs each one."""
+    """The flags every script takes, whether or not it needs each one: data, device, seed, output folders."""
     parser.add_argument("--data_dir", default="./data", help="where the data sets live")
     parser.add_argument("--download", choices=("auto", "never"), default="auto",
                         help="fetch a missing CIFAR/FashionMNIST when the network allows")

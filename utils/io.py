@@ -1,4 +1,4 @@
-"""Files shared between scripts, in the authors' formats (SPEC "Formats").
+"""Files shared between scripts, in the authors' formats, so their published records load as ours do.
 
 - `<record_dir>/<save>_<k>.csv`: one row per recorded pruning step, surviving units per gated layer.
 - `<record_dir>/<save>.pk`: {"param": [[alpha_0, beta_0], ...]} (float64 arrays, one per iteration);

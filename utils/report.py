@@ -76,7 +76,7 @@ def default_record(model, dataset):
 
 
 def default_names(model, dataset):
-    """Result-file prefixes per method, the authors' naming (reference/README.md)."""
+    """Result-file prefixes per method: the names of the authors' published result files."""
     tag = DATASET_TAGS[dataset]
     series = "mobilenetv2_15_eff_tinyimagenet" if (model, dataset) == ("mobilenetv2", "tinyimagenet") \
         else f"{model}_10_eff_{tag}"
