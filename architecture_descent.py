@@ -11,13 +11,13 @@ CPU smoke run (seconds):
 """
 from utils.cli import CIFAR_LIKE, make_parser, run_main
 from utils.descent import add_search_args, run_search
+from utils.train import RECIPES
 
 
 def main():
     parser = make_parser(__doc__.splitlines()[0])
-    add_search_args(parser, datasets=CIFAR_LIKE, model="vgg", dataset="CIFAR10", batch_size=256,
-                    prune_every=50)
-    run_search(parser.parse_args(), datasets=CIFAR_LIKE, schedule="search")
+    add_search_args(parser, "search_cifar", datasets=CIFAR_LIKE, model="vgg", dataset="CIFAR10")
+    run_search(parser.parse_args(), datasets=CIFAR_LIKE, schedule=RECIPES["search_cifar"]["schedule"])
 
 
 if __name__ == "__main__":

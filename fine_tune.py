@@ -8,6 +8,7 @@ fine-tunes at a constant learning rate (40 epochs, 20 on TinyImageNet) and write
 size and its pruned units' gates are 0. The result's "params" is the exact parameter count of the
 network the surviving widths describe ("widths"); "params_masked" that of the masked full-size one.
 """
+import argparse
 import os
 
 from model import build_model, get_spec
@@ -16,10 +17,10 @@ from utils import accel, io, oneshot, swipe
 from utils.cli import CIFAR_LIKE, UserError, make_parser, resolve_device, run_main
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import actual_params, count_macs, count_params
-from utils.train import evaluate, load_checkpoint, prepare_model, set_seed
+from utils.train import RECIPES, evaluate, load_checkpoint, prepare_model, set_seed
 
 DATASETS = CIFAR_LIKE + ("tinyimagenet",)
-MODELS = ("vgg", "resnet18", "mobilenetv2")
+RECIPE = RECIPES["fine_tune"]
 
 
 def pretrained_path(args):
@@ -78,26 +79,27 @@ def load_pretrained(path, args, num_classes, device):
 
 def main(argv=None):
     parser = swipe.add_recipe_args(
-        make_parser(__doc__), datasets=DATASETS, default_dataset="CIFAR10", models=MODELS,
-        default_model="resnet18", epochs=None, lr=0.001,
-        epochs_help="fine-tuning epochs at constant --lr (default: 40, or 20 on tinyimagenet)")
+        make_parser(__doc__), "fine_tune", datasets=DATASETS, dataset="CIFAR10", by_dataset=True,
+        hidden=("--scale_schedule",),
+        help={"--epochs": f"fine-tuning epochs at constant --lr (default: {RECIPE['epochs']}, or "
+                          f"{RECIPE['tiny_epochs']} on tinyimagenet)"})
     parser.add_argument("--resume", default="", help="the pre-trained run: train_norm.py's --save name "
                                                      "(or a checkpoint path)")
     parser.add_argument("--prune_fname", default="", help="the same as --resume when --resume is absent "
                                                           "(the authors' README spelling)")
-    parser.add_argument("--descent_idx", type=int, default=14, help="accepted for the authors' CLI; unused")
+    parser.add_argument("--descent_idx", type=int, default=14, help=argparse.SUPPRESS)  # the authors' CLI; unused
     parser.add_argument("--method", default="l1",
                         help="l1 (or 1): filter L1 norm, Li et al.; slim (or 0): |BN gamma|, network slimming")
     parser.add_argument("--ratio", type=float, default=0.75,
                         help="budget: the parameter count of the pre-trained widths x this "
                              "ratio (0.75: about 56 %% of the parameters); names the result")
     args = parser.parse_args(argv)
-    swipe.check_recipe_args(args, DATASETS, MODELS)
+    swipe.check_recipe_args(args, DATASETS)
     method = oneshot.method_name(args.method)
     if not 0 < args.ratio < 1:
         raise UserError(f"--ratio must be between 0 and 1, got {args.ratio:g}")
     device = resolve_device(args.device)
-    epochs = args.epochs or swipe.default_epochs(args.dataset, 40, 20)
+    epochs = args.epochs or RECIPE["tiny_epochs" if args.dataset == "tinyimagenet" else "epochs"]
     num_classes = NUM_CLASSES[args.dataset]
     path = io.result_path(args.plots_dir, args.model, args.save, args.ratio)
     source = pretrained_path(args)

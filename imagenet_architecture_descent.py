@@ -6,15 +6,15 @@ Prepare the data first with val_format.py.
 """
 from utils.cli import make_parser, run_main
 from utils.descent import add_search_args, run_search
+from utils.train import RECIPES
 
 DATASETS = ("tinyimagenet",)
 
 
 def main():
     parser = make_parser(__doc__.splitlines()[0])
-    add_search_args(parser, datasets=DATASETS, model="mobilenetv2", dataset="tinyimagenet", batch_size=100,
-                    prune_every=100)
-    run_search(parser.parse_args(), datasets=DATASETS, schedule="tiny_search")
+    add_search_args(parser, "search_tiny", datasets=DATASETS, model="mobilenetv2", dataset="tinyimagenet")
+    run_search(parser.parse_args(), datasets=DATASETS, schedule=RECIPES["search_tiny"]["schedule"])
 
 
 if __name__ == "__main__":

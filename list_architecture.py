@@ -28,8 +28,8 @@ TINY_RATIOS = (0.25, 0.5, 0.75, 1.0)
 
 def parse_args(argv=None):
     p = make_parser(__doc__.splitlines()[0])
-    p.add_argument("--model", default="vgg", choices=sorted(MODELS))
-    p.add_argument("--dataset", default="CIFAR10", choices=sorted(NUM_CLASSES))
+    p.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
+    p.add_argument("--dataset", default="CIFAR10", choices=sorted(NUM_CLASSES), help="data set")
     p.add_argument("--method", choices=("neuralscale", "uniform", "morph"), default=None,
                    help="default: neuralscale when --prune_fname is given, else uniform")
     p.add_argument("--prune_fname", help="search record: a run name under --record_dir or a .pk path")
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--convcut", action="store_true", help="all shortcuts convolutional")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--plot", action="store_true", help="layers x iterations picture per ratio")
-    add_common_args(p)
+    add_common_args(p, outputs=("record_dir", "figs_dir"))
     return p.parse_args(argv)
 
 

@@ -19,10 +19,10 @@ Beyond the paper: --macs_record NAME adds "NeuralScale, MACs budget", the widths
 --budget macs (results --macs_name, iteration --late_idx). Each method's rows are sorted by the resource
 it was searched for: MACs for that one, parameters for the others.
 """
-import sys
+import functools
 
 from model import MODELS
-from utils import io, report
+from utils import cli, io, report
 from utils.cli import UserError, check_pair, make_parser, run_main
 from utils.data import NUM_CLASSES
 
@@ -33,8 +33,10 @@ NAME_FLAGS = {"uniform": "uniform_name", "morphnet": "morph_name", "neuralscale_
 
 def parse_args(argv=None):
     p = make_parser(__doc__.splitlines()[0])
-    p.add_argument("--model", default="vgg", choices=sorted(MODELS))
-    p.add_argument("--dataset", default="CIFAR100", choices=sorted(NUM_CLASSES))
+    p.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
+    p.add_argument("--dataset", default="CIFAR100", choices=sorted(NUM_CLASSES),
+                   help="data set; CIFAR100 by default, as the authors' plot script (the other scripts "
+                        "default to CIFAR10)")
     p.add_argument("--methods", nargs="+", choices=report.METHODS, default=list(report.METHODS),
                    help="methods to gather (each is left out anyway when it has no result file)")
     p.add_argument("--prune_fname", help="the NeuralScale search record (name under --record_dir or "
@@ -58,8 +60,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def log(message):
-    print(message, file=sys.stderr)
+log = functools.partial(cli.log, to="stderr")  # notes go to stderr: stdout holds the table
 
 
 def morph_pruned(args):

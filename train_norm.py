@@ -10,22 +10,21 @@ from utils import io, swipe
 from utils.accel import set_precision
 from utils.cli import CIFAR_LIKE, make_parser, resolve_device, run_main
 from utils.data import NUM_CLASSES
-from utils.train import prepare_model, set_seed
+from utils.train import RECIPES, prepare_model, set_seed
 
 DATASETS = CIFAR_LIKE + ("tinyimagenet",)
-MODELS = ("vgg", "resnet18", "mobilenetv2")
 RATIO = 1.0
+EPOCHS_HELP = (f"training epochs (default: {RECIPES['scratch_cifar']['epochs']}, or "
+               f"{RECIPES['scratch_tiny']['epochs']} on tinyimagenet)")
 
 
 def main(argv=None):
-    parser = swipe.add_recipe_args(
-        make_parser(__doc__), datasets=DATASETS, default_dataset="CIFAR10", models=MODELS,
-        default_model="resnet18", epochs=None, lr=0.1,
-        epochs_help="training epochs (default: 300, or 150 on tinyimagenet)")
+    parser = swipe.add_recipe_args(make_parser(__doc__), "scratch_cifar", datasets=DATASETS, dataset="CIFAR10",
+                                   by_dataset=True, help={"--epochs": EPOCHS_HELP})
     args = parser.parse_args(argv)
-    swipe.check_recipe_args(args, DATASETS, MODELS)
+    swipe.check_recipe_args(args, DATASETS)
     device = resolve_device(args.device)
-    epochs = args.epochs or swipe.default_epochs(args.dataset, 300, 150)
+    epochs = args.epochs or swipe.scratch_recipe(args.dataset)["epochs"]
     path = io.result_path(args.plots_dir, args.model, args.save, RATIO)
     num_classes = NUM_CLASSES[args.dataset]
     widths = list(get_spec(args.model).DEFAULT_WIDTHS)

@@ -27,9 +27,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/train_throughput.py`
 
-from model import build_model, gates_of, get_spec  # noqa: E402
+from model import MODELS, build_model, gates_of, get_spec  # noqa: E402
 from utils import accel, train  # noqa: E402
-from utils.cli import MODEL_NAMES, UserError, make_parser, resolve_device, run_main  # noqa: E402
+from utils.cli import log, UserError, make_parser, resolve_device, run_main  # noqa: E402
 from utils.cli import default_device  # noqa: E402
 from utils.data import IMAGE_SIZE, NUM_CLASSES, SYNTHETIC_SIZES, TorchvisionLoader, get_loaders  # noqa: E402
 from utils.prune import TaylorFOPruner  # noqa: E402
@@ -42,10 +42,6 @@ SEARCH = {"batch_size": 256, "warmup": 10, "lr": 0.1, "prune_every": 50, "prune_
           "prune_fraction": 0.95, "max_epochs": 300}
 QUICK = {"steps": 2, "reps": 3, "warmup_steps": 1, "descent_steps": 1, "descent_reps": 3}
 FULL = {"steps": 50, "reps": 5, "warmup_steps": 10, "descent_steps": 30, "descent_reps": 3}
-
-
-def log(line):
-    print(line, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -340,7 +336,7 @@ def descent(args, device, settings):
 def main(argv=None):
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--device", default=default_device(), help="torch device")
-    parser.add_argument("--model", default="vgg", choices=MODEL_NAMES, help="network to train")
+    parser.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network to train")
     parser.add_argument("--ratio", type=float, default=1.0, help="uniform width ratio of the network")
     parser.add_argument("--batch-size", type=int, default=128, help="training minibatch (the authors' 128)")
     parser.add_argument("--quick", action="store_true", help="a few steps per window (about 2 minutes on a CPU)")

@@ -480,7 +480,7 @@ def add_output_args(parser):
     parser.add_argument("--json", action="store_true", help="one JSON object per method and ratio")
     parser.add_argument("--no_latency", action="store_true", help="do not measure latency")
     parser.add_argument("--no_figs", action="store_true", help="do not write figures")
-    add_common_args(parser)
+    add_common_args(parser, outputs=("record_dir", "plots_dir", "figs_dir"))
 
 
 def checked_ratios(args, dataset):

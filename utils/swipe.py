@@ -27,13 +27,14 @@ import torch
 from model import architecture, build_model, get_spec
 from utils import accel, io, scaling
 from utils.accel import set_precision
-from utils.cli import (UserError, add_budget_arg, add_common_args, add_precision_args, check_pair, check_positive,
-                       check_ratios, check_run_name, check_widths, make_parser, resolve_device, writable_dir)
+from utils.cli import (UserError, log, add_budget_arg, add_training_args, check_pair, check_positive, check_ratios,
+                       check_run_name, check_widths, make_parser, positive_int, resolve_device, writable_dir)
 from utils.data import IMAGE_SIZE, NUM_CLASSES, TEST_ORDERS, get_loaders
+from utils.fit import MIN_ROWS
 from utils.latency import cached_latency, latency_cache_dir
 from utils.params import actual_params, count_macs
-from utils.train import (choose_seed, evaluate, load_checkpoint, lr_for_epoch, make_optimizer, prepare_model,
-                         set_lr, set_seed, train_epoch)
+from utils.train import (RECIPES, choose_seed, evaluate, load_checkpoint, lr_for_epoch, make_optimizer,
+                         prepare_model, set_lr, set_seed, train_epoch)
 
 CIFAR_RATIOS = tuple(float(r) for r in np.arange(0.25, 2.1, 0.25))  # the authors' arange: 0.25 .. 2.0
 TINY_RATIOS = (0.25, 0.5, 0.75, 1.0)
@@ -42,18 +43,15 @@ CURVE_KEYS = ("train_acc", "train_loss", "test_acc", "test_loss", "train_acc_dat
               "test_acc_dataset", "lr")
 
 
-def log(message):
-    print(message, flush=True)
+def scratch_recipe(dataset):
+    """The authors' from-scratch recipe (utils.train.RECIPES): TinyImageNet's, or the CIFAR one."""
+    return RECIPES["scratch_tiny" if dataset == "tinyimagenet" else "scratch_cifar"]
 
 
 def schedule_for(dataset):
     """The authors' from-scratch schedule: 300 epochs, x0.1 at 100/200/250; TinyImageNet: 150, x0.1
     every 50."""
-    return "tiny" if dataset == "tinyimagenet" else "cifar"
-
-
-def default_epochs(dataset, cifar, tiny):
-    return tiny if dataset == "tinyimagenet" else cifar
+    return scratch_recipe(dataset)["schedule"]
 
 
 def stored_seeds(results=(), checkpoints=()):
@@ -92,55 +90,37 @@ def init_seed(seed, ratio, resource=None, target=None):
 
 # -- flags --------------------------------------------------------------------------------------------
 
-def add_recipe_args(parser, *, datasets, default_dataset, models, default_model, epochs, lr,
-                    epochs_help=None):
-    """The authors' training flags (spellings and defaults) plus this project's data flags."""
-    parser.add_argument("--batch-size", type=int, default=128, help="training minibatch size")
-    parser.add_argument("--test-batch-size", type=int, default=None,
+def add_recipe_args(parser, recipe, *, datasets, dataset, models=None, by_dataset=False, hidden=(),
+                    help=None, outputs=("plots_dir", "models_dir")):
+    """The training flags (utils.cli.add_training_args) plus those of training from scratch."""
+    hidden = ("--same_norm",) + tuple(hidden)  # it changes the search's normalisation only
+    add_training_args(parser, recipe, datasets=datasets, dataset=dataset, model="resnet18", models=models,
+                      by_dataset=by_dataset, hidden=hidden, outputs=outputs,
+                      help={"--model": "network; the default is the authors' for training",
+                            **(help or {})})
+    parser.add_argument("--test-batch-size", type=positive_int, default=None,
                         help="test minibatch size (default: --batch-size, as the authors' loaders; "
                              "it changes the per-batch-mean accuracy slightly)")
-    parser.add_argument("--epochs", type=int, default=epochs, help=epochs_help or "training epochs")
-    parser.add_argument("--lr", type=float, default=lr, help="base learning rate")
-    parser.add_argument("--weight_decay", type=float, default=5e-4, help="SGD weight decay")
-    parser.add_argument("--momentum", type=float, default=0.5, help="SGD momentum (the authors' 0.5)")
-    parser.add_argument("--dataset", default=default_dataset, help=f"one of {', '.join(datasets)}")
-    parser.add_argument("--model", default=default_model, help=f"one of {', '.join(models)}")
-    parser.add_argument("--save", default="model", help="run name: the stem of every output file")
-    parser.add_argument("--subset", type=int, default=None, help="train on the first N images only")
-    parser.add_argument("--test_subset", type=int, default=None, help="test on the first N images only")
-    parser.add_argument("--loader", default="fast", choices=("fast", "torchvision"),
-                        help="fast: data on the device, batch augmentation; torchvision: the authors' "
-                             "PIL pipeline")
-    parser.add_argument("--same_norm", action="store_true",
-                        help="use the training normalisation everywhere (no effect on training runs)")
+    parser.add_argument("--test_subset", type=positive_int, default=None,
+                        help="test on the first N images only (default: all)")
     parser.add_argument("--no_latency", action="store_true", help="skip the latency measurement")
-    add_precision_args(parser)
     parser.add_argument("--test_order", choices=TEST_ORDERS, default="shuffled",
                         help="shuffled: the test set in a fresh order each epoch, drawn from --seed (the "
                              "authors' CIFAR/Fashion-MNIST loaders; it moves the per-batch-mean accuracy; "
                              "TinyImageNet is never shuffled, as theirs); fixed: file order")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace a result or checkpoint of this --save written under other settings "
-                             "(default: refuse it; the same settings are skipped or resumed either way)")
     parser.add_argument("--scale_schedule", action="store_true",
-                        help="put the authors' LR decays at the same fractions of --epochs (for short "
-                             "runs; default: the paper's fixed decay epochs)")
-    add_common_args(parser)
+                        help=argparse.SUPPRESS if "--scale_schedule" in hidden else
+                        "put the authors' LR decays at the same fractions of --epochs (for short "
+                        "runs; default: the paper's fixed decay epochs)")
     # The authors' spelling of the data folder (imagenet scripts, train_norm, fine_tune).
     parser.add_argument("--data", dest="data_dir", default=argparse.SUPPRESS,
-                        help="alias of --data_dir")
+                        help="alias of --data_dir, the authors' spelling (default: --data_dir's)")
     return parser
 
 
-def check_recipe_args(args, datasets, models):
-    if args.model not in models:
-        raise UserError(f"this script does not take model {args.model!r}; choose one of {', '.join(models)}")
+def check_recipe_args(args, datasets):
+    """What argparse cannot check: the model/data pair, the SGD numbers, the run name."""
     check_pair(args.model, args.dataset, datasets)
-    for flag, value in (("--batch-size", args.batch_size), ("--test-batch-size", args.test_batch_size),
-                        ("--epochs", args.epochs), ("--subset", args.subset),
-                        ("--test_subset", args.test_subset)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be at least 1, got {value}")
     check_positive("--lr", args.lr)
     for flag, value in (("--momentum", args.momentum), ("--weight_decay", args.weight_decay)):
         if not (math.isfinite(value) and value >= 0):
@@ -265,13 +245,13 @@ def plan_widths(args, method, ratios, num_classes, pruned_filters, budget="param
 
 def warn_off_budget(model_name, ratio, widths, num_classes, spec, method, flat_fit, budget="params"):
     """The authors' searches can miss the budget silently; the one known case is a fit from a record
-    with fewer than 6 rows (beta == 0), whose VGG widths stay int(alpha) at every ratio (kept quirk).
+    with fewer than MIN_ROWS rows (beta == 0), whose VGG widths stay int(alpha) at every ratio (kept quirk).
     Say so rather than train a network of another size under this ratio's name."""
     count = scaling.resource_counter(model_name, budget, num_classes)
     got = count(widths)
     goal = count(spec.prepare_filters(ratio, num_classes=num_classes))
     if abs(got - goal) > 0.1 * goal:
-        hint = " (a beta == 0 fit: the search record has fewer than 6 rows)" if flat_fit else ""
+        hint = f" (a beta == 0 fit: the search record has fewer than {MIN_ROWS} rows)" if flat_fit else ""
         log(f"warning: {model_name} {method} at ratio {ratio:g} has {got:,} "
             f"{scaling.RESOURCE_WORDS[budget]}, {got / goal:.0%} of the uniform network's {goal:,}{hint}")
 
@@ -474,15 +454,14 @@ def latency_of(net, args, device):
 
 # -- the swipe ----------------------------------------------------------------------------------------
 
-def run_swipe(argv, *, description, datasets, default_dataset, models, default_model, epochs, ratios,
-              pruned_filters):
+def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_filters):
     """ratio_swipe.py / imagenet_ratio_swipe.py: train one network per ratio from scratch."""
     parser = make_parser(description)
-    add_recipe_args(parser, datasets=datasets, default_dataset=default_dataset, models=models,
-                    default_model=default_model, epochs=epochs, lr=0.1)
+    add_recipe_args(parser, recipe, datasets=datasets, dataset=dataset,
+                    outputs=("record_dir", "plots_dir", "models_dir"))  # the search record of --prune_fname
     add_swipe_args(parser, ratios)
     args = parser.parse_args(argv)
-    check_recipe_args(args, datasets, models)
+    check_recipe_args(args, datasets)
     device = resolve_device(args.device)
     method = choose_method(args)
     num_classes = NUM_CLASSES[args.dataset]
