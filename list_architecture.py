@@ -66,12 +66,15 @@ def configurations(args):
     """Yield (descent_idx, ratio, target, widths) for every requested row."""
     spec, num_classes = MODELS[args.model], NUM_CLASSES[args.dataset]
     points = budget_points(args)
-    common = dict(num_classes=num_classes, exact=args.exact, convcut=args.convcut, budget=args.budget)
+    common = dict(num_classes=num_classes, exact=args.exact, convcut=args.convcut, budget=args.budget,
+                  method=args.method)
     if args.method == "uniform":
         for r, t in points:
             yield None, r, t, spec.prepare_filters(r, target=t, **common)
     elif args.method == "morph":
-        pruned = morph_widths(args)
+        from ratio_swipe import PRUNED_FILTERS
+        pruned, _ = io.morph_widths(args.prune_fname, args.record_dir, args.model, args.dataset, PRUNED_FILTERS,
+                                    len(spec.DEFAULT_WIDTHS))
         for r, t in points:
             yield None, r, t, spec.prepare_filters(r, target=t, pruned_widths=pruned, **common)
     else:
@@ -81,20 +84,8 @@ def configurations(args):
         for idx in indices:
             alpha, beta = io.select_fit(fits, idx, path)
             for r, t in points:
-                yield idx, r, t, spec.prepare_filters(r, target=t, alpha=alpha, beta=beta, descent_idx=idx,
-                                                      **common)
-
-
-def morph_widths(args):
-    if args.prune_fname:
-        path = args.prune_fname if args.prune_fname.endswith(".csv") else \
-            io.record_csv_path(args.record_dir, args.prune_fname, 0)
-        return [int(w) for w in io.read_prune_csv(path, len(MODELS[args.model].DEFAULT_WIDTHS))[-1]]
-    from ratio_swipe import PRUNED_FILTERS
-    if (args.model, args.dataset) not in PRUNED_FILTERS:
-        raise UserError(f"no pruned widths for {args.model} on {args.dataset} in ratio_swipe.py's "
-                        "PRUNED_FILTERS; run architecture_descent.py --morph and pass --prune_fname")
-    return PRUNED_FILTERS[(args.model, args.dataset)]
+                yield idx, r, t, spec.prepare_filters(r, target=t, alpha=alpha, beta=beta,
+                                                      first_iteration=idx == 0, **common)
 
 
 def plot(rows, args):

@@ -65,17 +65,13 @@ log = functools.partial(cli.log, to="stderr")  # notes go to stderr: stdout hold
 
 def morph_pruned(args):
     """The 50 %-pruned widths MorphNet rescales, or None (with a note) when there are none."""
-    layers = len(MODELS[args.model].DEFAULT_WIDTHS)
-    if args.morph_record:
-        path = args.morph_record if args.morph_record.endswith(".csv") else \
-            io.record_csv_path(args.record_dir, args.morph_record, 0)
-        return [int(w) for w in io.read_prune_csv(path, layers)[-1]]
     from ratio_swipe import PRUNED_FILTERS
-    if (args.model, args.dataset) not in PRUNED_FILTERS:
+    if not args.morph_record and (args.model, args.dataset) not in PRUNED_FILTERS:
         log(f"note: {report.METHOD_LABELS['morphnet']} left out: no pruned widths for {args.model} on "
             f"{args.dataset} in ratio_swipe.PRUNED_FILTERS (give --morph_record)")
         return None
-    return PRUNED_FILTERS[(args.model, args.dataset)]
+    return io.morph_widths(args.morph_record, args.record_dir, args.model, args.dataset, PRUNED_FILTERS,
+                           len(MODELS[args.model].DEFAULT_WIDTHS))[0]
 
 
 def build_methods(args):

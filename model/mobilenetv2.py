@@ -135,17 +135,18 @@ def exact_macs(widths, num_classes, input_size=32, convcut=False):
 
 
 def prepare_filters(ratio=None, *, num_classes=100, alpha=None, beta=None, pruned_widths=None,
-                    search=False, descent_idx=14, exact=False, convcut=False, budget="params",
-                    target=None):
+                    search=False, first_iteration=False, exact=False, convcut=False, budget="params",
+                    target=None, method=None):
     """The flat width list; see vgg.prepare_filters. MobileNetV2 specifics (authors'): the budget is
     the count of the truncated uniform widths; the tau search counts float widths, halves tau on
     overshoot and stops within 0.05 %; the small-width rules apply."""
     if ratio is None and target is None:
         return list(DEFAULT_WIDTHS)
+    method = scaling.method_of(method, alpha, pruned_widths)
     if budget != "params" or target is not None:  # beyond the paper: see scaling.select_for_resource
         count = scaling.resource_counter(NAME, budget, num_classes, convcut)
-        return scaling.select_for_resource(NAME, DEFAULT_WIDTHS, ratio, target, count, resource=budget,
-                                           alpha=alpha, beta=beta, pruned_widths=pruned_widths,
+        return scaling.select_for_resource(NAME, DEFAULT_WIDTHS, ratio, target, count, method=method,
+                                           resource=budget, alpha=alpha, beta=beta, pruned_widths=pruned_widths,
                                            search=search, small_width_rules=True)
     count = scaling.counter(formula_params, exact_params, num_classes, exact, convcut)
     target = count(scaling.uniform(DEFAULT_WIDTHS, ratio))
@@ -154,6 +155,6 @@ def prepare_filters(ratio=None, *, num_classes=100, alpha=None, beta=None, prune
         return scaling.tau_tolerance(alpha, beta, target, count, tolerance=int(TAU_TOL * target),
                                      float_widths=True, halve_overshoot=True)
 
-    return scaling.select_widths(NAME, DEFAULT_WIDTHS, ratio, target, count, alpha=alpha, beta=beta,
-                                 pruned_widths=pruned_widths, search=search, exact=exact,
+    return scaling.select_widths(NAME, DEFAULT_WIDTHS, ratio, target, count, method=method, alpha=alpha,
+                                 beta=beta, pruned_widths=pruned_widths, search=search, exact=exact,
                                  tau_search=tau_search, small_width_rules=True)

@@ -93,10 +93,11 @@ def exact_macs(widths, num_classes, input_size=32, convcut=False):
 
 
 def prepare_filters(ratio=None, *, num_classes=10, alpha=None, beta=None, pruned_widths=None,
-                    search=False, descent_idx=14, exact=False, convcut=False, budget="params",
-                    target=None):
-    """The flat width list: default (ratio None), NeuralScale (alpha, beta), pruned-uniform
-    (pruned_widths, the --morph baseline) or uniform scaling (utils.scaling.select_widths). VGG
+                    search=False, first_iteration=False, exact=False, convcut=False, budget="params",
+                    target=None, method=None):
+    """The flat width list: default (ratio None), or by `method` (utils.scaling.select_widths):
+    "neuralscale" (alpha, beta), "morph" (pruned_widths rescaled) or "uniform"; without a method, the
+    rule the given inputs name. first_iteration: the fit is a first iteration's (ResNet18's tolerance). VGG
     specifics (authors'): the budget counts the unrounded scaled widths; the tau search is 2000 fixed
     steps; no small-width rules (a beta == 0 fit keeps int(alpha) at every ratio).
 
@@ -104,10 +105,11 @@ def prepare_filters(ratio=None, *, num_classes=10, alpha=None, beta=None, pruned
     leave the authors' loops for scaling.select_for_resource; "params" with a ratio is the authors'."""
     if ratio is None and target is None:
         return list(DEFAULT_WIDTHS)
+    method = scaling.method_of(method, alpha, pruned_widths)
     if budget != "params" or target is not None:  # beyond the paper: see scaling.select_for_resource
         count = scaling.resource_counter(NAME, budget, num_classes, convcut)
-        return scaling.select_for_resource(NAME, DEFAULT_WIDTHS, ratio, target, count, resource=budget,
-                                           alpha=alpha, beta=beta, pruned_widths=pruned_widths,
+        return scaling.select_for_resource(NAME, DEFAULT_WIDTHS, ratio, target, count, method=method,
+                                           resource=budget, alpha=alpha, beta=beta, pruned_widths=pruned_widths,
                                            search=search, small_width_rules=False)
     count = scaling.counter(formula_params, exact_params, num_classes, exact, convcut)
     if exact:
@@ -118,6 +120,6 @@ def prepare_filters(ratio=None, *, num_classes=10, alpha=None, beta=None, pruned
     def tau_search(alpha, beta):
         return scaling.tau_fixed_steps(alpha, beta, target, count, steps=TAU_STEPS, lr=TAU_LR)
 
-    return scaling.select_widths(NAME, DEFAULT_WIDTHS, ratio, target, count, alpha=alpha, beta=beta,
-                                 pruned_widths=pruned_widths, search=search, exact=exact,
+    return scaling.select_widths(NAME, DEFAULT_WIDTHS, ratio, target, count, method=method, alpha=alpha,
+                                 beta=beta, pruned_widths=pruned_widths, search=search, exact=exact,
                                  tau_search=tau_search, small_width_rules=False)

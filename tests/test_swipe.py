@@ -129,7 +129,7 @@ def test_neuralscale_end_to_end(tmp_path):
     result = io.load_result(tmp_path / "plots/vgg/ns_25.pk")
     alpha, beta = fits[1]
     assert result["widths"] == MODELS["vgg"].prepare_filters(0.25, num_classes=10, alpha=alpha, beta=beta,
-                                                             descent_idx=1)
+                                                             first_iteration=False)
     assert result["method"] == "neuralscale" and result["descent_idx"] == 1
     assert result["prune_fname"].endswith("search.pk")
     assert len(result["test_acc"]) == 1

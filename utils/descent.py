@@ -192,7 +192,8 @@ def _search_widths(args, k, num_classes, previous):
         return spec.prepare_filters(args.search_ratio, num_classes=num_classes)
     alpha, beta = previous
     return spec.prepare_filters(args.search_ratio, num_classes=num_classes, alpha=alpha, beta=beta,
-                                search=True, descent_idx=0, exact=args.exact, budget=args.budget)
+                                search=True, first_iteration=True, exact=args.exact, budget=args.budget,
+                                method="neuralscale")
 
 
 def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):

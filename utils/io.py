@@ -181,6 +181,29 @@ def read_prune_csv(path, num_layers=None):
     return np.array(rows, dtype=np.int64)
 
 
+def morph_widths(name, record_dir, model, dataset, table, num_layers):
+    """(the 50 %-pruned widths MorphNet rescales, where they came from): the last row of the --morph
+    search record `name` (a run under record_dir, its .pk, or a .csv path), or, without a name,
+    table[(model, dataset)] (ratio_swipe.PRUNED_FILTERS, where users edit it)."""
+    if name:
+        if name.endswith(".csv"):
+            path = name
+        elif name.endswith(".pk"):
+            path = name[:-3] + "_0.csv"
+        else:
+            path = record_csv_path(record_dir, name, 0)
+        return [int(w) for w in read_prune_csv(path, num_layers)[-1]], path
+    if (model, dataset) not in table:
+        listed = ", ".join(f"{m}/{d}" for m, d in table)
+        raise UserError(f"--morph has no pruned widths for {model} on {dataset} (PRUNED_FILTERS in "
+                        f"ratio_swipe.py lists {listed}); run architecture_descent.py --morph --save NAME "
+                        f"and pass --prune_fname NAME")
+    widths = list(table[(model, dataset)])
+    if len(widths) != num_layers:
+        raise UserError(f"PRUNED_FILTERS[{(model, dataset)}] has {len(widths)} widths, {model} needs {num_layers}")
+    return widths, "PRUNED_FILTERS"
+
+
 def save_fits(path, fits, settings=None, budget="params"):
     """{"param": [[alpha, beta], ...]} as the authors wrote it, plus the search's "settings" if given and
     "budget" when not params."""

@@ -138,17 +138,17 @@ def neuralscale_widths(model, dataset, record_path, descent_idx, budget="params"
     fits = io.load_fits(record_path, num_layers=len(spec.DEFAULT_WIDTHS), budget=budget)
     alpha, beta = io.select_fit(fits, descent_idx, record_path)
     return lambda r: spec.prepare_filters(r, num_classes=num_classes, alpha=alpha, beta=beta,
-                                          descent_idx=descent_idx, budget=budget)
+                                          first_iteration=descent_idx == 0, budget=budget, method="neuralscale")
 
 
 def uniform_widths(model, dataset):
     spec, num_classes = MODELS[model], NUM_CLASSES[dataset]
-    return lambda r: spec.prepare_filters(r, num_classes=num_classes)
+    return lambda r: spec.prepare_filters(r, num_classes=num_classes, method="uniform")
 
 
 def morph_widths(model, dataset, pruned):
     spec, num_classes = MODELS[model], NUM_CLASSES[dataset]
-    return lambda r: spec.prepare_filters(r, num_classes=num_classes, pruned_widths=list(pruned))
+    return lambda r: spec.prepare_filters(r, num_classes=num_classes, pruned_widths=list(pruned), method="morph")
 
 
 def try_record(path, why, log):

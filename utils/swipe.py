@@ -178,36 +178,14 @@ def choose_method(args):
     return given[0] if given else "neuralscale"
 
 
-def morph_source(args, pruned_filters, num_layers):
-    """(pruned width list, where it came from): the last row of a --morph search record, or the table."""
-    if args.prune_fname:
-        name = args.prune_fname
-        if name.endswith(".csv"):
-            path = name
-        elif name.endswith(".pk"):
-            path = name[:-3] + "_0.csv"
-        else:
-            path = io.record_csv_path(args.record_dir, name, 0)
-        return [int(w) for w in io.read_prune_csv(path, num_layers)[-1]], path
-    key = (args.model, args.dataset)
-    if key not in pruned_filters:
-        listed = ", ".join(f"{m}/{d}" for m, d in pruned_filters)
-        raise UserError(f"--morph has no pruned widths for {args.model} on {args.dataset} (PRUNED_FILTERS "
-                        f"in ratio_swipe.py lists {listed}); run architecture_descent.py --morph --save NAME "
-                        f"and pass --prune_fname NAME")
-    widths = list(pruned_filters[key])
-    if len(widths) != num_layers:
-        raise UserError(f"PRUNED_FILTERS[{key}] has {len(widths)} widths, {args.model} needs {num_layers}")
-    return widths, "PRUNED_FILTERS"
-
-
 def plan_widths(args, method, ratios, num_classes, pruned_filters, budget="params", targets=None):
     """[(ratio, widths)] for every ratio, or [(target, widths)] for every absolute budget in `targets`
     (a count of `budget`), and the provenance keys of the result. Every one is resolved before anything
     trains, so a bad record or budget fails at once."""
     spec = get_spec(args.model)
     num_layers = len(spec.DEFAULT_WIDTHS)
-    kwargs = {"num_classes": num_classes, "search": False, "descent_idx": args.descent_idx,
+    kwargs = {"num_classes": num_classes, "search": False, "first_iteration": args.descent_idx == 0,
+              "method": "uniform" if method == "convcut" else method,
               "exact": args.exact, "convcut": method == "convcut", "budget": budget}
     info = {}
     if method == "neuralscale":
@@ -219,7 +197,8 @@ def plan_widths(args, method, ratios, num_classes, pruned_filters, budget="param
         kwargs.update(alpha=alpha, beta=beta)
         info = {"prune_fname": path, "descent_idx": args.descent_idx}
     elif method == "morph":
-        kwargs["pruned_widths"], source = morph_source(args, pruned_filters, num_layers)
+        kwargs["pruned_widths"], source = io.morph_widths(args.prune_fname, args.record_dir, args.model,
+                                                          args.dataset, pruned_filters, num_layers)
         info = {"prune_fname": source, "pruned_widths": list(kwargs["pruned_widths"])}
     elif method == "convcut" and args.model == "vgg":
         raise UserError("--convcut applies to resnet18 and mobilenetv2 (VGG has no shortcuts)")
