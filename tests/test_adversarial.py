@@ -12,7 +12,7 @@ import torch
 
 from model import MODELS, build_model
 from test_identity import T, cli, dirs, files_under, one_line_error
-from utils import io, swipe
+from utils import io, run, swipe
 from utils.cli import UserError
 
 SEARCH = ["--dataset", "synthetic", "--subset", "64", "--batch-size", "32", "--warmup", "1", "--iterations",
@@ -262,7 +262,7 @@ def test_12_the_loss_check_quotes_the_loss_that_went_non_finite(tmp_path, monkey
     monkeypatch.setattr(swipe, "log", lambda message: None)
     net = build_model("vgg", [4] * 8, 10)
     with pytest.raises(UserError) as err:
-        swipe.train_run(net, None, None, device=torch.device("cpu"), schedule="cifar", epochs=1, lr=0.1,
+        run.train_run(net, None, None, device=torch.device("cpu"), schedule="cifar", epochs=1, lr=0.1,
                         momentum=0.5, weight_decay=5e-4, checkpoint_path=str(tmp_path / "c.pt"),
                         best_path=str(tmp_path / "b.pt"), fingerprint={}, name="run")
     assert "test loss became nan" in str(err.value) and "1.25" not in str(err.value)

@@ -287,6 +287,39 @@ def select_widths(model, template, ratio, target, count, *, method, alpha, beta,
     return check_widths(widths, model, ratio, target)
 
 
+def width_rule(name, template, formula_params, exact_params, *, tau_search, small_width_rules,
+               unrounded_budget, default_classes=10):
+    """A model's prepare_filters, configured by its quirks: tau_search(alpha, beta, target, count,
+    first_iteration) is its own descent on tau; unrounded_budget: the authors' budget is the formula
+    count of the unrounded scaled widths (VGG, ResNet18), else of the truncated uniform ones."""
+
+    def prepare_filters(ratio=None, *, num_classes=default_classes, alpha=None, beta=None, pruned_widths=None,
+                        search=False, first_iteration=False, exact=False, convcut=False, budget="params",
+                        target=None, method=None):
+        """The flat width list: the default (ratio None), or by `method` (select_widths): "neuralscale"
+        (alpha, beta), "morph" (pruned_widths rescaled) or "uniform"; without a method, the rule the given
+        inputs name. first_iteration: the fit is a first iteration's (ResNet18's tolerance depends on it).
+        budget="macs" or an absolute `target` (in that resource, instead of the ratio) leave the authors'
+        loops for select_for_resource; "params" with a ratio is the authors'."""
+        if ratio is None and target is None:
+            return list(template)
+        method = method_of(method, alpha, pruned_widths)
+        options = {"method": method, "alpha": alpha, "beta": beta, "pruned_widths": pruned_widths, "search": search,
+                   "small_width_rules": small_width_rules}
+        if budget != "params" or target is not None:  # beyond the paper
+            count = resource_counter(name, budget, num_classes, convcut)
+            return select_for_resource(name, template, ratio, target, count, resource=budget, **options)
+        count = counter(formula_params, exact_params, num_classes, exact, convcut)
+        if unrounded_budget and not exact:
+            target = formula_params([w * ratio for w in template], num_classes)
+        else:
+            target = count(uniform(template, ratio))
+        return select_widths(name, template, ratio, target, count, exact=exact, **options,
+                             tau_search=lambda a, b: tau_search(a, b, target, count, first_iteration))
+
+    return prepare_filters
+
+
 def tau_bisection(alpha, beta, target, count, finish, *, rel_tolerance=0.005):
     """Opt-in exact search: bisect log(tau) on the count of the final integer widths.
 
