@@ -105,34 +105,30 @@ def build_methods(args):
         elif key == "convcut":
             methods.append(report.Method(key, label[key], names[key], uniform, convcut=True))
         elif key == "neuralscale_macs":
-            if not args.macs_record:
-                continue  # only on request: no search of the paper's was run for MACs
-            record = io.resolve_record(args.record_dir, args.macs_record)
-            if not report.try_record(record, label[key], log):
-                continue
-            fits = io.load_fits(record, len(MODELS[args.model].DEFAULT_WIDTHS), budget="macs")
-            if args.late_idx >= len(fits):
-                log(f"note: {label[key]} left out: {record} holds iterations 0..{len(fits) - 1}, "
-                    f"not descent_idx {args.late_idx}")
-                continue
-            methods.append(report.Method(
-                key, f"{label[key]} (Iteration = {args.late_idx + 1})", names[key],
-                report.neuralscale_widths(args.model, args.dataset, record, args.late_idx, budget="macs"),
-                budget="macs"))
+            if args.macs_record:  # only on request: no search of the paper's was run for MACs
+                methods += neuralscale_method(args, key, names[key], args.macs_record, args.late_idx,
+                                              f"{label[key]} (Iteration = {args.late_idx + 1})", "macs")
         else:
             idx = args.early_idx if key == "neuralscale_it1" else args.late_idx
-            record = io.resolve_record(args.record_dir, args.prune_fname or
-                                       report.default_record(args.model, args.dataset))
-            if not report.try_record(record, label[key], log):
-                continue
-            fits = io.load_fits(record, len(MODELS[args.model].DEFAULT_WIDTHS))
-            if idx >= len(fits):
-                log(f"note: {label[key]} left out: {record} holds iterations 0..{len(fits) - 1}, "
-                    f"not descent_idx {idx}")
-                continue
-            methods.append(report.Method(key, f"NeuralScale (Iteration = {idx + 1})", names[key],
-                                         report.neuralscale_widths(args.model, args.dataset, record, idx)))
+            methods += neuralscale_method(args, key, names[key], args.prune_fname or
+                                          report.default_record(args.model, args.dataset), idx,
+                                          f"NeuralScale (Iteration = {idx + 1})", "params")
     return methods
+
+
+def neuralscale_method(args, key, name, record_name, idx, title, budget):
+    """[the NeuralScale Method of iteration `idx` of a search record], or [] (with a note) without one."""
+    label = report.METHOD_LABELS[key]
+    record = io.resolve_record(args.record_dir, record_name)
+    if not report.try_record(record, label, log):
+        return []
+    # A parameter run reads any record, as the authors' do; a MACs run only one fitted on MACs.
+    fits = io.load_fits(record, len(MODELS[args.model].DEFAULT_WIDTHS), budget="macs" if budget == "macs" else None)
+    if idx >= len(fits):
+        log(f"note: {label} left out: {record} holds iterations 0..{len(fits) - 1}, not descent_idx {idx}")
+        return []
+    widths = report.neuralscale_widths(args.model, args.dataset, record, idx, budget=budget)
+    return [report.Method(key, title, name, widths, budget=budget)]
 
 
 def main(argv=None):

@@ -23,8 +23,8 @@ import numpy as np
 
 from model import build_model, gates_of, get_spec
 from utils import accel, data, io, train
-from utils.cli import (UserError, log, add_budget_arg, add_training_args, check_pair, check_positive, check_run_name,
-                       positive_int, resolve_device, writable_dir)
+from utils.cli import (UserError, add_budget_arg, add_training_args, check_pair, check_positive, check_run_name,
+                       log, make_parser, positive_int, resolve_device, writable_dir)
 from utils.fit import MIN_ROWS, fit_power_law
 from utils.params import count_macs, count_params
 from utils.prune import TaylorFOPruner
@@ -65,6 +65,13 @@ def add_search_args(parser, recipe, *, datasets, model, dataset):
                              "default: the authors' formula)")
     add_budget_arg(parser)
     return parser
+
+
+def script_main(doc, recipe, *, datasets, model, dataset):
+    """architecture_descent.py / imagenet_architecture_descent.py: parse the flags, run the search."""
+    parser = make_parser(doc.splitlines()[0])
+    add_search_args(parser, recipe, datasets=datasets, model=model, dataset=dataset)
+    run_search(parser.parse_args(), datasets=datasets, schedule=RECIPES[recipe]["schedule"])
 
 
 def iteration_seed(seed, iteration):
@@ -292,6 +299,12 @@ def run_search(args, *, datasets, schedule, log=log):
             + ("" if any(beta) else f" (fewer than {MIN_ROWS} rows: the authors' fallback fit, beta = 0)"))
         fits.append((alpha, beta))
 
+    _finish(args, record, fits, num_layers, log)
+    return fits
+
+
+def _finish(args, record, fits, num_layers, log):
+    """Write the search record (unless it already holds these fits) and, after --morph, the line to paste."""
     if _same_fits(record, fits, num_layers, search_settings(args), args.budget):
         log(f"{record} is up to date ({len(fits)} iterations)")
     else:
@@ -302,4 +315,3 @@ def run_search(args, *, datasets, schedule, log=log):
         log(f"50 %-pruned widths; paste this line into PRUNED_FILTERS at the top of ratio_swipe.py "
             f"(or pass --prune_fname {args.save} to ratio_swipe.py --morph):")
         log(morph_line(args.model, args.dataset, last))
-    return fits

@@ -143,6 +143,25 @@ def _resume(net, optimizer, path, device, fingerprint, epochs):
     return done + 1, curves, best
 
 
+def _start(net, sgd, device, checkpoint_path, fingerprint, epochs, name, overwrite):
+    """(optimizer, first epoch, curves, (best acc, best epoch)): from this run's checkpoint, or fresh."""
+    initial_state = {k: v.clone() for k, v in net.state_dict().items()} if overwrite else None
+    optimizer = make_optimizer(net, *sgd)
+    if os.path.exists(checkpoint_path):
+        try:
+            start, curves, best = _resume(net, optimizer, checkpoint_path, device, fingerprint, epochs)
+            log(f"{name}: resuming from {checkpoint_path} at epoch {start}")
+            return optimizer, start, curves, best
+        except UserError as err:
+            if not overwrite:
+                raise
+            log(f"{name}: starting over, replacing {checkpoint_path} (--overwrite): {err}")
+            # _resume may have loaded part of the state before it refused: start from clean state
+            net.load_state_dict(initial_state)
+            optimizer = make_optimizer(net, *sgd)
+    return optimizer, 1, {k: [] for k in CURVE_KEYS}, (-1.0, 0)
+
+
 def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, momentum, weight_decay,
               checkpoint_path, best_path, fingerprint, name, precision="fp32", scale_schedule=False,
               overwrite=False):
@@ -150,21 +169,8 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
     `checkpoint_path` when it holds this run (same fingerprint). A checkpoint of another run is
     refused, or with `overwrite` left to be replaced. Returns the curves (lists, one value per epoch)
     and the best epoch."""
-    initial_state = {k: v.clone() for k, v in net.state_dict().items()} if overwrite else None
-    optimizer = make_optimizer(net, lr, momentum, weight_decay)
-    start, curves, (best_acc, best_epoch) = 1, {k: [] for k in CURVE_KEYS}, (-1.0, 0)
-    if os.path.exists(checkpoint_path):
-        try:
-            start, curves, (best_acc, best_epoch) = _resume(net, optimizer, checkpoint_path, device,
-                                                            fingerprint, epochs)
-            log(f"{name}: resuming from {checkpoint_path} at epoch {start}")
-        except UserError as err:
-            if not overwrite:
-                raise
-            log(f"{name}: starting over, replacing {checkpoint_path} (--overwrite): {err}")
-            # _resume may have loaded part of the state before it refused: start from clean state
-            net.load_state_dict(initial_state)
-            optimizer = make_optimizer(net, lr, momentum, weight_decay)
+    optimizer, start, curves, (best_acc, best_epoch) = _start(net, (lr, momentum, weight_decay), device,
+                                                               checkpoint_path, fingerprint, epochs, name, overwrite)
     arch = architecture(net)
     for epoch in range(start, epochs + 1):
         # From the epoch number; args stay untouched.

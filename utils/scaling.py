@@ -228,8 +228,13 @@ def meet_budget(raw, lo, hi, target, count, *, grow, rel_tolerance=REL_TOLERANCE
              if c and abs(c - target) <= rel_tolerance * target]
     if close:
         return min(close, key=lambda pair: pair[0])[1]
-    floats = np.asarray(raw(lo))
-    widths, upper, lower = under, (1 + rel_tolerance) * target, (1 - rel_tolerance) * target
+    return top_up(under, np.asarray(raw(lo)), target, count, rel_tolerance)
+
+
+def top_up(widths, floats, target, count, rel_tolerance):
+    """meet_budget's last resort: add units to `widths` (under the budget) until the count is within the
+    tolerance: largest fractional part of `floats` first, then the cheapest single units; or None."""
+    upper, lower = (1 + rel_tolerance) * target, (1 - rel_tolerance) * target
 
     def plus_one(layer):
         trial = list(widths)
