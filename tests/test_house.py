@@ -171,3 +171,17 @@ def test_a_bad_count_is_one_error_line(capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: argument --epochs: must be at least 1, got 0"]
+
+
+def test_the_width_rule_is_explicit_and_checked():
+    from model import MODELS
+    spec = MODELS["vgg"]
+    alpha, beta = [float(w) for w in spec.DEFAULT_WIDTHS], [0.01] * len(spec.DEFAULT_WIDTHS)
+    pruned = [w // 2 for w in spec.DEFAULT_WIDTHS]
+    assert spec.prepare_filters(0.5, method="uniform", alpha=alpha, beta=beta) == spec.prepare_filters(0.5)
+    assert spec.prepare_filters(0.5, method="morph", pruned_widths=pruned) == \
+        spec.prepare_filters(0.5, pruned_widths=pruned)
+    with pytest.raises(ValueError, match="needs its pruned widths"):
+        spec.prepare_filters(0.5, method="morph")
+    with pytest.raises(ValueError, match="unknown width rule"):
+        spec.prepare_filters(0.5, method="slim")
