@@ -9,15 +9,12 @@ CPU smoke run (seconds):
   python architecture_descent.py --dataset synthetic --subset 256 --batch-size 32 --warmup 1 \
       --iterations 2 --prune_every 1 --prune_per_step 100 --device cpu --save demo
 """
-from utils.cli import CIFAR_LIKE, make_parser, run_main
-from utils.descent import add_search_args, run_search
+from utils.cli import CIFAR_LIKE, run_main
+from utils.descent import script_main
 
 
 def main():
-    parser = make_parser(__doc__.splitlines()[0])
-    add_search_args(parser, datasets=CIFAR_LIKE, model="vgg", dataset="CIFAR10", batch_size=256,
-                    prune_every=50)
-    run_search(parser.parse_args(), datasets=CIFAR_LIKE, schedule="search")
+    script_main(__doc__, "search_cifar", datasets=CIFAR_LIKE, model="vgg", dataset="CIFAR10")
 
 
 if __name__ == "__main__":

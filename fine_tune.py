@@ -8,18 +8,19 @@ fine-tunes at a constant learning rate (40 epochs, 20 on TinyImageNet) and write
 size and its pruned units' gates are 0. The result's "params" is the exact parameter count of the
 network the surviving widths describe ("widths"); "params_masked" that of the masked full-size one.
 """
+import argparse
 import os
 
 from model import build_model, get_spec
 from model.gate import Gate
-from utils import accel, io, oneshot, swipe
-from utils.cli import CIFAR_LIKE, UserError, make_parser, resolve_device, run_main
+from utils import accel, io, oneshot, run, swipe
+from utils.cli import CIFAR_LIKE, UserError, log, make_parser, resolve_device, run_main
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import actual_params, count_macs, count_params
-from utils.train import evaluate, load_checkpoint, prepare_model, set_seed
+from utils.train import RECIPES, evaluate, load_checkpoint, prepare_model, set_seed
 
 DATASETS = CIFAR_LIKE + ("tinyimagenet",)
-MODELS = ("vgg", "resnet18", "mobilenetv2")
+RECIPE = RECIPES["fine_tune"]
 
 
 def pretrained_path(args):
@@ -76,86 +77,84 @@ def load_pretrained(path, args, num_classes, device):
     return net, arch
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = swipe.add_recipe_args(
-        make_parser(__doc__), datasets=DATASETS, default_dataset="CIFAR10", models=MODELS,
-        default_model="resnet18", epochs=None, lr=0.001,
-        epochs_help="fine-tuning epochs at constant --lr (default: 40, or 20 on tinyimagenet)")
+        make_parser(__doc__), "fine_tune", datasets=DATASETS, dataset="CIFAR10", by_dataset=True,
+        hidden=("--scale_schedule",),
+        help={"--epochs": f"fine-tuning epochs at constant --lr (default: {RECIPE['epochs']}, or "
+                          f"{RECIPE['tiny_epochs']} on tinyimagenet)"})
     parser.add_argument("--resume", default="", help="the pre-trained run: train_norm.py's --save name "
                                                      "(or a checkpoint path)")
     parser.add_argument("--prune_fname", default="", help="the same as --resume when --resume is absent "
                                                           "(the authors' README spelling)")
-    parser.add_argument("--descent_idx", type=int, default=14, help="accepted for the authors' CLI; unused")
+    parser.add_argument("--descent_idx", type=int, default=14, help=argparse.SUPPRESS)  # the authors' CLI; unused
     parser.add_argument("--method", default="l1",
                         help="l1 (or 1): filter L1 norm, Li et al.; slim (or 0): |BN gamma|, network slimming")
     parser.add_argument("--ratio", type=float, default=0.75,
                         help="budget: the parameter count of the pre-trained widths x this "
                              "ratio (0.75: about 56 %% of the parameters); names the result")
     args = parser.parse_args(argv)
-    swipe.check_recipe_args(args, DATASETS, MODELS)
-    method = oneshot.method_name(args.method)
+    swipe.check_recipe_args(args, DATASETS)
     if not 0 < args.ratio < 1:
         raise UserError(f"--ratio must be between 0 and 1, got {args.ratio:g}")
-    device = resolve_device(args.device)
-    epochs = args.epochs or swipe.default_epochs(args.dataset, 40, 20)
-    num_classes = NUM_CLASSES[args.dataset]
-    path = io.result_path(args.plots_dir, args.model, args.save, args.ratio)
-    source = pretrained_path(args)
-    # The widths follow from the pre-trained network and --method; they are compared on resume.
-    settings = {**swipe.fingerprint_of(args, method=method, ratio=args.ratio, schedule="constant",
-                                       pretrained=source), "epochs": epochs}
-    if swipe.finished(path, settings, args.overwrite):
-        swipe.log(f"{path} exists, nothing to do (same settings)")
-        return
-    check_pretrained(source, args)
-    args = swipe.with_seed(args, checkpoints=[swipe.checkpoint_paths(
-        args.models_dir, args.model, f"{args.save}_{io.ratio_tag(args.ratio)}")[0]])
-    accel.set_precision(device, args.precision)
-    set_seed(args.seed)
-    net, arch = load_pretrained(source, args, num_classes, device)
+    return args
 
+
+def prune_pretrained(net, arch, args, method, num_classes):
+    """Mask `net` in one shot to the --ratio budget; (surviving widths, the facts the result keeps)."""
     def count(widths):  # the authors' formula for the right model and class count
         return count_params(args.model, widths, num_classes)
 
     dense = oneshot.surviving_widths(net)
     widths = oneshot.prune(net, method, count, args.ratio)
-    params = count_params(args.model, widths, num_classes, exact=True, convcut=arch.get("convcut", False))
-    dense_params = count_params(args.model, dense, num_classes, exact=True, convcut=arch.get("convcut", False))
+    convcut = arch.get("convcut", False)
+    params = count_params(args.model, widths, num_classes, exact=True, convcut=convcut)
+    dense_params = count_params(args.model, dense, num_classes, exact=True, convcut=convcut)
+    log(f"{args.model} {args.dataset} fine_tune {method} seed={args.seed}: pruned {dense} -> {widths}: "
+        f"{params:,} of {dense_params:,} parameters ({100 * params / dense_params:.1f} %), masked in the "
+        f"full network")
+    return widths, {"params": int(params), "params_masked": int(actual_params(net)), "dense_widths": dense,
+                    # The masked network computes as the dense one: its zeroed units still multiply.
+                    "macs_masked": count_macs(args.model, arch["widths"], num_classes, IMAGE_SIZE[args.dataset],
+                                              convcut),
+                    "dense_params": int(dense_params), "masked": True}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    method = oneshot.method_name(args.method)
+    device = resolve_device(args.device)
+    epochs = args.epochs or RECIPE["tiny_epochs" if args.dataset == "tinyimagenet" else "epochs"]
+    num_classes = NUM_CLASSES[args.dataset]
+    path = io.result_path(args.plots_dir, args.model, args.save, args.ratio)
+    source = pretrained_path(args)
+    stem = f"{args.save}_{io.ratio_tag(args.ratio)}"
+    # The widths follow from the pre-trained network and --method; they are compared on resume.
+    settings = {**run.fingerprint_of(args, method=method, ratio=args.ratio, schedule=RECIPE["schedule"],
+                                     pretrained=source), "epochs": epochs}
+    if run.finished(path, settings, args.overwrite):
+        log(f"{path} exists, nothing to do (same settings)")
+        return
+    check_pretrained(source, args)
+    args = run.with_seed(args, checkpoints=[run.checkpoint_paths(args.models_dir, args.model, stem)[0]])
+    accel.set_precision(device, args.precision)
+    set_seed(args.seed)
+    net, arch = load_pretrained(source, args, num_classes, device)
+    widths, facts = prune_pretrained(net, arch, args, method, num_classes)
     name = f"{args.model} {args.dataset} fine_tune {method} seed={args.seed}"
-    swipe.log(f"{name}: pruned {dense} -> {widths}: {params:,} of {dense_params:,} parameters "
-              f"({100 * params / dense_params:.1f} %), masked in the full network")
-    train_loader, test_loader = swipe.load_data(args, device)
-    swipe.output_dirs(args)
-    pruned_test = evaluate(net, test_loader, device, epoch=0, precision=args.precision)
-    swipe.log(f"{name}: before fine-tuning test acc {pruned_test['acc']:.2f}")
-    checkpoint, best = swipe.checkpoint_paths(args.models_dir, args.model,
-                                              f"{args.save}_{io.ratio_tag(args.ratio)}")
-    fingerprint = swipe.fingerprint_of(args, method=method, ratio=args.ratio, widths=widths,
-                                       schedule="constant", pretrained=source)
-    curves, _ = swipe.train_run(net, train_loader, test_loader, device=device, schedule="constant",
-                                epochs=epochs, lr=args.lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay, checkpoint_path=checkpoint, best_path=best,
-                                fingerprint=fingerprint, name=name, **swipe.run_options(args))
-    latency = swipe.latency_of(net, args, device)
-    physical = None
-    if latency is not None:
-        physical = swipe.latency_of(prepare_model(build_model(args.model, widths, num_classes,
-                                                              convcut=arch.get("convcut", False)), device),
-                                    args, device)
-    masked_params = actual_params(net)
-    result = swipe.make_result(
-        ratio=args.ratio, curves=curves, net=net, widths=widths, latency_ms=latency, args=args,
-        method=method, epochs=epochs,
-        extra={"params": int(params), "params_masked": int(masked_params), "dense_widths": dense,
-               # The masked network computes as the dense one: its zeroed units still multiply.
-               "macs_masked": count_macs(args.model, arch["widths"], num_classes, IMAGE_SIZE[args.dataset],
-                                         arch.get("convcut", False)),
-               "dense_params": int(dense_params), "masked": True, "pretrained": source,
-               "pruned_test_acc": float(pruned_test["acc"]),
-               "pruned_test_acc_dataset": float(pruned_test["acc_dataset"]),
-               "latency_ms_physical": physical, "settings": {**fingerprint, "epochs": epochs}})
-    io.save_result(path, result)
-    swipe.log(f"{name}: best test acc {result['best_test_acc']:.2f}; wrote {path}")
+    loaders = run.load_data(args, device)
+    run.output_dirs(args)
+    pruned_test = evaluate(net, loaders[1], device, epoch=0, precision=args.precision)
+    log(f"{name}: before fine-tuning test acc {pruned_test['acc']:.2f}")
+    physical = run.latency_of(prepare_model(build_model(args.model, widths, num_classes,
+                                                        convcut=arch.get("convcut", False)), device), args, device)
+    result = run.train_and_save(
+        net, args, device=device, loaders=loaders, path=path, stem=stem, schedule=RECIPE["schedule"],
+        epochs=epochs, method=method, ratio=args.ratio, widths=widths, name=name,
+        fingerprint={"pretrained": source},
+        extra={**facts, "pretrained": source, "pruned_test_acc": float(pruned_test["acc"]),
+               "pruned_test_acc_dataset": float(pruned_test["acc_dataset"]), "latency_ms_physical": physical})
+    log(f"{name}: best test acc {result['best_test_acc']:.2f}; wrote {path}")
     del net
     accel.empty_cache(device)
 

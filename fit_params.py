@@ -9,9 +9,9 @@ import os
 
 import numpy as np
 
-from model import get_spec
+from model import MODELS, get_spec
 from utils import io
-from utils.cli import (MODEL_NAMES, UserError, add_budget_arg, check_pair, check_run_name, make_parser, run_main,
+from utils.cli import (UserError, add_budget_arg, check_pair, check_run_name, make_parser, run_main,
                        writable_dir)
 from utils.data import NUM_CLASSES
 from utils.descent import param_pk_path
@@ -21,10 +21,10 @@ from utils.fit import fit_power_law
 def parse_args():
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--prune_fname", required=True, help="search name: <record_dir>/<NAME>_<k>.csv")
-    parser.add_argument("--model", default="vgg", help=f"one of {', '.join(MODEL_NAMES)}")
+    parser.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
     # The authors' default pair (vgg, tinyimagenet) is one their VGG cannot run; CIFAR10 matches the search.
-    parser.add_argument("--dataset", default="CIFAR10", help=f"one of {', '.join(NUM_CLASSES)} "
-                        "(sets the class count of the parameter formula)")
+    parser.add_argument("--dataset", default="CIFAR10", choices=tuple(NUM_CLASSES),
+                        help="sets the class count of the parameter formula")
     parser.add_argument("--record_dir", default="prune_record", help="prune records (CSV, .pk)")
     parser.add_argument("--iterations", type=int, default=None,
                         help="fit iterations 0..N-1 (default: every consecutive CSV present)")

@@ -4,17 +4,14 @@ As architecture_descent.py, with the authors' TinyImageNet settings: batch 100, 
 100 minibatches, the tiny_search LR rule, and the search's augmentation (rotation and flip, no crop).
 Prepare the data first with val_format.py.
 """
-from utils.cli import make_parser, run_main
-from utils.descent import add_search_args, run_search
+from utils.cli import run_main
+from utils.descent import script_main
 
 DATASETS = ("tinyimagenet",)
 
 
 def main():
-    parser = make_parser(__doc__.splitlines()[0])
-    add_search_args(parser, datasets=DATASETS, model="mobilenetv2", dataset="tinyimagenet", batch_size=100,
-                    prune_every=100)
-    run_search(parser.parse_args(), datasets=DATASETS, schedule="tiny_search")
+    script_main(__doc__, "search_tiny", datasets=DATASETS, model="mobilenetv2", dataset="tinyimagenet")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,11 @@ from utils import swipe
 from utils.cli import run_main
 
 DATASETS = ("tinyimagenet",)
-MODELS = ("resnet18", "mobilenetv2")
 
 
 def main(argv=None):
-    swipe.run_swipe(argv, description=__doc__, datasets=DATASETS, default_dataset="tinyimagenet",
-                    models=MODELS, default_model="resnet18", epochs=150, ratios=swipe.TINY_RATIOS,
-                    pruned_filters=PRUNED_FILTERS)
+    swipe.run_swipe(argv, "scratch_tiny", description=__doc__, datasets=DATASETS, dataset="tinyimagenet",
+                    ratios=swipe.TINY_RATIOS, pruned_filters=PRUNED_FILTERS)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,8 @@ TINY_RATIOS = (0.25, 0.5, 0.75, 1.0)
 
 def parse_args(argv=None):
     p = make_parser(__doc__.splitlines()[0])
-    p.add_argument("--model", default="vgg", choices=sorted(MODELS))
-    p.add_argument("--dataset", default="CIFAR10", choices=sorted(NUM_CLASSES))
+    p.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
+    p.add_argument("--dataset", default="CIFAR10", choices=sorted(NUM_CLASSES), help="data set")
     p.add_argument("--method", choices=("neuralscale", "uniform", "morph"), default=None,
                    help="default: neuralscale when --prune_fname is given, else uniform")
     p.add_argument("--prune_fname", help="search record: a run name under --record_dir or a .pk path")
@@ -45,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--convcut", action="store_true", help="all shortcuts convolutional")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--plot", action="store_true", help="layers x iterations picture per ratio")
-    add_common_args(p)
+    add_common_args(p, outputs=("record_dir", "figs_dir"))
     return p.parse_args(argv)
 
 
@@ -66,12 +66,15 @@ def configurations(args):
     """Yield (descent_idx, ratio, target, widths) for every requested row."""
     spec, num_classes = MODELS[args.model], NUM_CLASSES[args.dataset]
     points = budget_points(args)
-    common = dict(num_classes=num_classes, exact=args.exact, convcut=args.convcut, budget=args.budget)
+    common = dict(num_classes=num_classes, exact=args.exact, convcut=args.convcut, budget=args.budget,
+                  method=args.method)
     if args.method == "uniform":
         for r, t in points:
             yield None, r, t, spec.prepare_filters(r, target=t, **common)
     elif args.method == "morph":
-        pruned = morph_widths(args)
+        from ratio_swipe import PRUNED_FILTERS
+        pruned, _ = io.morph_widths(args.prune_fname, args.record_dir, args.model, args.dataset, PRUNED_FILTERS,
+                                    len(spec.DEFAULT_WIDTHS))
         for r, t in points:
             yield None, r, t, spec.prepare_filters(r, target=t, pruned_widths=pruned, **common)
     else:
@@ -81,20 +84,8 @@ def configurations(args):
         for idx in indices:
             alpha, beta = io.select_fit(fits, idx, path)
             for r, t in points:
-                yield idx, r, t, spec.prepare_filters(r, target=t, alpha=alpha, beta=beta, descent_idx=idx,
-                                                      **common)
-
-
-def morph_widths(args):
-    if args.prune_fname:
-        path = args.prune_fname if args.prune_fname.endswith(".csv") else \
-            io.record_csv_path(args.record_dir, args.prune_fname, 0)
-        return [int(w) for w in io.read_prune_csv(path, len(MODELS[args.model].DEFAULT_WIDTHS))[-1]]
-    from ratio_swipe import PRUNED_FILTERS
-    if (args.model, args.dataset) not in PRUNED_FILTERS:
-        raise UserError(f"no pruned widths for {args.model} on {args.dataset} in ratio_swipe.py's "
-                        "PRUNED_FILTERS; run architecture_descent.py --morph and pass --prune_fname")
-    return PRUNED_FILTERS[(args.model, args.dataset)]
+                yield idx, r, t, spec.prepare_filters(r, target=t, alpha=alpha, beta=beta,
+                                                      first_iteration=idx == 0, **common)
 
 
 def plot(rows, args):

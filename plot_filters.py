@@ -25,15 +25,15 @@ from utils.fit import fit_power_law
 
 def parse_args(argv=None):
     p = make_parser(__doc__.splitlines()[0])
-    p.add_argument("--model", default="vgg", choices=sorted(MODELS))
-    p.add_argument("--dataset", default="CIFAR10", choices=sorted(NUM_CLASSES))
+    p.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
+    p.add_argument("--dataset", default="CIFAR10", choices=sorted(NUM_CLASSES), help="data set")
     p.add_argument("--prune_fname", required=True,
                    help="search run name under --record_dir (or a path prefix of its CSV files)")
     p.add_argument("--iterations", type=int, nargs="+", default=[0, 14],
                    help="search iterations k whose records <prune_fname>_<k>.csv are drawn")
     p.add_argument("--json", action="store_true", help="one JSON object per iteration and layer")
     p.add_argument("--no_figs", action="store_true", help="do not write the figure")
-    add_common_args(p)
+    add_common_args(p, outputs=("record_dir", "figs_dir"))
     return p.parse_args(argv)
 
 

@@ -19,10 +19,10 @@ Beyond the paper: --macs_record NAME adds "NeuralScale, MACs budget", the widths
 --budget macs (results --macs_name, iteration --late_idx). Each method's rows are sorted by the resource
 it was searched for: MACs for that one, parameters for the others.
 """
-import sys
+import functools
 
 from model import MODELS
-from utils import io, report
+from utils import cli, io, report
 from utils.cli import UserError, check_pair, make_parser, run_main
 from utils.data import NUM_CLASSES
 
@@ -33,8 +33,10 @@ NAME_FLAGS = {"uniform": "uniform_name", "morphnet": "morph_name", "neuralscale_
 
 def parse_args(argv=None):
     p = make_parser(__doc__.splitlines()[0])
-    p.add_argument("--model", default="vgg", choices=sorted(MODELS))
-    p.add_argument("--dataset", default="CIFAR100", choices=sorted(NUM_CLASSES))
+    p.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
+    p.add_argument("--dataset", default="CIFAR100", choices=sorted(NUM_CLASSES),
+                   help="data set; CIFAR100 by default, as the authors' plot script (the other scripts "
+                        "default to CIFAR10)")
     p.add_argument("--methods", nargs="+", choices=report.METHODS, default=list(report.METHODS),
                    help="methods to gather (each is left out anyway when it has no result file)")
     p.add_argument("--prune_fname", help="the NeuralScale search record (name under --record_dir or "
@@ -58,23 +60,18 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def log(message):
-    print(message, file=sys.stderr)
+log = functools.partial(cli.log, to="stderr")  # notes go to stderr: stdout holds the table
 
 
 def morph_pruned(args):
     """The 50 %-pruned widths MorphNet rescales, or None (with a note) when there are none."""
-    layers = len(MODELS[args.model].DEFAULT_WIDTHS)
-    if args.morph_record:
-        path = args.morph_record if args.morph_record.endswith(".csv") else \
-            io.record_csv_path(args.record_dir, args.morph_record, 0)
-        return [int(w) for w in io.read_prune_csv(path, layers)[-1]]
     from ratio_swipe import PRUNED_FILTERS
-    if (args.model, args.dataset) not in PRUNED_FILTERS:
+    if not args.morph_record and (args.model, args.dataset) not in PRUNED_FILTERS:
         log(f"note: {report.METHOD_LABELS['morphnet']} left out: no pruned widths for {args.model} on "
             f"{args.dataset} in ratio_swipe.PRUNED_FILTERS (give --morph_record)")
         return None
-    return PRUNED_FILTERS[(args.model, args.dataset)]
+    return io.morph_widths(args.morph_record, args.record_dir, args.model, args.dataset, PRUNED_FILTERS,
+                           len(MODELS[args.model].DEFAULT_WIDTHS))[0]
 
 
 def build_methods(args):
@@ -108,34 +105,30 @@ def build_methods(args):
         elif key == "convcut":
             methods.append(report.Method(key, label[key], names[key], uniform, convcut=True))
         elif key == "neuralscale_macs":
-            if not args.macs_record:
-                continue  # only on request: no search of the paper's was run for MACs
-            record = io.resolve_record(args.record_dir, args.macs_record)
-            if not report.try_record(record, label[key], log):
-                continue
-            fits = io.load_fits(record, len(MODELS[args.model].DEFAULT_WIDTHS), budget="macs")
-            if args.late_idx >= len(fits):
-                log(f"note: {label[key]} left out: {record} holds iterations 0..{len(fits) - 1}, "
-                    f"not descent_idx {args.late_idx}")
-                continue
-            methods.append(report.Method(
-                key, f"{label[key]} (Iteration = {args.late_idx + 1})", names[key],
-                report.neuralscale_widths(args.model, args.dataset, record, args.late_idx, budget="macs"),
-                budget="macs"))
+            if args.macs_record:  # only on request: no search of the paper's was run for MACs
+                methods += neuralscale_method(args, key, names[key], args.macs_record, args.late_idx,
+                                              f"{label[key]} (Iteration = {args.late_idx + 1})", "macs")
         else:
             idx = args.early_idx if key == "neuralscale_it1" else args.late_idx
-            record = io.resolve_record(args.record_dir, args.prune_fname or
-                                       report.default_record(args.model, args.dataset))
-            if not report.try_record(record, label[key], log):
-                continue
-            fits = io.load_fits(record, len(MODELS[args.model].DEFAULT_WIDTHS))
-            if idx >= len(fits):
-                log(f"note: {label[key]} left out: {record} holds iterations 0..{len(fits) - 1}, "
-                    f"not descent_idx {idx}")
-                continue
-            methods.append(report.Method(key, f"NeuralScale (Iteration = {idx + 1})", names[key],
-                                         report.neuralscale_widths(args.model, args.dataset, record, idx)))
+            methods += neuralscale_method(args, key, names[key], args.prune_fname or
+                                          report.default_record(args.model, args.dataset), idx,
+                                          f"NeuralScale (Iteration = {idx + 1})", "params")
     return methods
+
+
+def neuralscale_method(args, key, name, record_name, idx, title, budget):
+    """[the NeuralScale Method of iteration `idx` of a search record], or [] (with a note) without one."""
+    label = report.METHOD_LABELS[key]
+    record = io.resolve_record(args.record_dir, record_name)
+    if not report.try_record(record, label, log):
+        return []
+    # A parameter run reads any record, as the authors' do; a MACs run only one fitted on MACs.
+    fits = io.load_fits(record, len(MODELS[args.model].DEFAULT_WIDTHS), budget="macs" if budget == "macs" else None)
+    if idx >= len(fits):
+        log(f"note: {label} left out: {record} holds iterations 0..{len(fits) - 1}, not descent_idx {idx}")
+        return []
+    widths = report.neuralscale_widths(args.model, args.dataset, record, idx, budget=budget)
+    return [report.Method(key, title, name, widths, budget=budget)]
 
 
 def main(argv=None):

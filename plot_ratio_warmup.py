@@ -15,10 +15,10 @@ parameter counts (index 13 gives 1.41M instead of 1.40M at P = 0, ratio 0.75, an
 9.27M at P = 60, ratio 2), so 14 is the default for every P; --descent_idx changes it for all.
 Figures: <figs_dir>/param_pretrain_<model>_<dataset>.{png,pdf} and latency_pretrain_... .
 """
-import sys
+import functools
 
 from model import MODELS
-from utils import io, report
+from utils import cli, io, report
 from utils.cli import UserError, check_pair, make_parser, run_main
 from utils.data import NUM_CLASSES
 
@@ -28,9 +28,9 @@ DEFAULT_DATASET = {"vgg": "CIFAR10", "mobilenetv2": "CIFAR100", "resnet18": "CIF
 
 def parse_args(argv=None):
     p = make_parser(__doc__.splitlines()[0])
-    p.add_argument("--model", default="vgg", choices=sorted(MODELS))
+    p.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
     p.add_argument("--dataset", choices=sorted(NUM_CLASSES),
-                   help="default: CIFAR10 for vgg, CIFAR100 otherwise (the authors' study)")
+                   help="data set (default: CIFAR10 for vgg, CIFAR100 otherwise, as the authors' study)")
     p.add_argument("--pretrain", type=int, nargs="+", default=list(PRETRAIN_EPOCHS),
                    help="pre-training epochs P to compare")
     p.add_argument("--descent_idx", type=int, default=report.IT15_IDX,
@@ -45,8 +45,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def log(message):
-    print(message, file=sys.stderr)
+log = functools.partial(cli.log, to="stderr")  # notes go to stderr: stdout holds the table
 
 
 def build_methods(args, dataset):

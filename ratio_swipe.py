@@ -22,13 +22,11 @@ PRUNED_FILTERS = {
 from utils import swipe  # noqa: E402
 from utils.cli import CIFAR_LIKE, run_main  # noqa: E402
 
-MODELS = ("vgg", "resnet18", "mobilenetv2")
 
 
 def main(argv=None):
-    swipe.run_swipe(argv, description=__doc__, datasets=CIFAR_LIKE, default_dataset="CIFAR10",
-                    models=MODELS, default_model="resnet18", epochs=300, ratios=swipe.CIFAR_RATIOS,
-                    pruned_filters=PRUNED_FILTERS)
+    swipe.run_swipe(argv, "scratch_cifar", description=__doc__, datasets=CIFAR_LIKE, dataset="CIFAR10",
+                    ratios=swipe.CIFAR_RATIOS, pruned_filters=PRUNED_FILTERS)
 
 
 if __name__ == "__main__":

@@ -6,54 +6,44 @@ gates are all-ones identities here (never trained); they are built so that fine_
 Epochs follow the authors' override: 300 (CIFAR-like, x0.1 at 100/200/250), 150 on TinyImageNet.
 """
 from model import build_model, get_spec
-from utils import io, swipe
+from utils import io, run, swipe
 from utils.accel import set_precision
-from utils.cli import CIFAR_LIKE, make_parser, resolve_device, run_main
+from utils.cli import CIFAR_LIKE, log, make_parser, resolve_device, run_main
 from utils.data import NUM_CLASSES
-from utils.train import prepare_model, set_seed
+from utils.train import RECIPES, prepare_model, set_seed
 
 DATASETS = CIFAR_LIKE + ("tinyimagenet",)
-MODELS = ("vgg", "resnet18", "mobilenetv2")
 RATIO = 1.0
+EPOCHS_HELP = (f"training epochs (default: {RECIPES['scratch_cifar']['epochs']}, or "
+               f"{RECIPES['scratch_tiny']['epochs']} on tinyimagenet)")
 
 
 def main(argv=None):
-    parser = swipe.add_recipe_args(
-        make_parser(__doc__), datasets=DATASETS, default_dataset="CIFAR10", models=MODELS,
-        default_model="resnet18", epochs=None, lr=0.1,
-        epochs_help="training epochs (default: 300, or 150 on tinyimagenet)")
+    parser = swipe.add_recipe_args(make_parser(__doc__), "scratch_cifar", datasets=DATASETS, dataset="CIFAR10",
+                                   by_dataset=True, help={"--epochs": EPOCHS_HELP})
     args = parser.parse_args(argv)
-    swipe.check_recipe_args(args, DATASETS, MODELS)
+    swipe.check_recipe_args(args, DATASETS)
     device = resolve_device(args.device)
-    epochs = args.epochs or swipe.default_epochs(args.dataset, 300, 150)
+    epochs = args.epochs or swipe.scratch_recipe(args.dataset)["epochs"]
     path = io.result_path(args.plots_dir, args.model, args.save, RATIO)
     num_classes = NUM_CLASSES[args.dataset]
     widths = list(get_spec(args.model).DEFAULT_WIDTHS)
     schedule = swipe.schedule_for(args.dataset)
-    fingerprint = swipe.fingerprint_of(args, method="uniform", ratio=RATIO, widths=widths, schedule=schedule)
-    settings = {**fingerprint, "epochs": epochs}
-    if swipe.finished(path, settings, args.overwrite):
-        swipe.log(f"{path} exists, nothing to do (same settings)")
+    fingerprint = run.fingerprint_of(args, method="uniform", ratio=RATIO, widths=widths, schedule=schedule)
+    if run.finished(path, {**fingerprint, "epochs": epochs}, args.overwrite):
+        log(f"{path} exists, nothing to do (same settings)")
         return
-    checkpoint, best = swipe.checkpoint_paths(args.models_dir, args.model, args.save)
-    args = swipe.with_seed(args, checkpoints=[checkpoint])
+    checkpoint, best = run.checkpoint_paths(args.models_dir, args.model, args.save)
+    args = run.with_seed(args, checkpoints=[checkpoint])
     set_precision(device, args.precision)
-    train_loader, test_loader = swipe.load_data(args, device)
-    swipe.output_dirs(args)
-    set_seed(swipe.init_seed(args.seed, RATIO))
+    loaders = run.load_data(args, device)
+    run.output_dirs(args)
+    set_seed(run.init_seed(args.seed, RATIO))
     net = prepare_model(build_model(args.model, widths, num_classes, gates=True, bn_init=args.bn_init), device)
     name = f"{args.model} {args.dataset} train_norm seed={args.seed}"
-    fingerprint = swipe.fingerprint_of(args, method="uniform", ratio=RATIO, widths=widths, schedule=schedule)
-    curves, _ = swipe.train_run(net, train_loader, test_loader, device=device, schedule=schedule,
-                                epochs=epochs, lr=args.lr, momentum=args.momentum,
-                                weight_decay=args.weight_decay, checkpoint_path=checkpoint, best_path=best,
-                                fingerprint=fingerprint, name=name, **swipe.run_options(args))
-    latency = swipe.latency_of(net, args, device)
-    result = swipe.make_result(ratio=RATIO, curves=curves, net=net, widths=widths, latency_ms=latency,
-                               args=args, method="uniform", epochs=epochs,
-                               extra={"settings": {**fingerprint, "epochs": epochs}})
-    io.save_result(path, result)
-    swipe.log(f"{name}: best model {best}; wrote {path}")
+    run.train_and_save(net, args, device=device, loaders=loaders, path=path, stem=args.save, schedule=schedule,
+                       epochs=epochs, method="uniform", ratio=RATIO, widths=widths, name=name)
+    log(f"{name}: best model {best}; wrote {path}")
 
 
 if __name__ == "__main__":

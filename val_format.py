@@ -14,10 +14,9 @@ Departures from the authors' script, on purpose:
   (each file's destination depends only on val_annotations.txt). Every file is checked before the first
   one moves.
 """
-import argparse
 import os
 
-from utils.cli import UserError, run_main
+from utils.cli import UserError, make_parser, run_main
 
 VAL_PER_CLASS = 25  # authors: 25 of the 50 val images per class stay in val/
 
@@ -98,8 +97,7 @@ def format_val(root, val_per_class=VAL_PER_CLASS, log=print):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default="./data",
                         help="the tiny-imagenet-200 folder, or the folder that contains it")
     parser.add_argument("--val_per_class", type=int, default=VAL_PER_CLASS,

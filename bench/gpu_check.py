@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python b
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import train_throughput  # noqa: E402
-from model import build_model, gates_of, get_spec  # noqa: E402
+from model import MODELS, build_model, gates_of, get_spec  # noqa: E402
 from utils import accel, train  # noqa: E402
-from utils.cli import MODEL_NAMES, UserError, default_device, make_parser, resolve_device, run_main  # noqa: E402
+from utils.cli import UserError, default_device, log, make_parser, resolve_device, run_main  # noqa: E402
 from utils.data import NUM_CLASSES, SYNTHETIC_SIZES, get_loaders  # noqa: E402
 from utils.prune import TaylorFOPruner  # noqa: E402
 
@@ -51,10 +51,6 @@ MIN_OVERLAP = 0.5
 PRUNE_PER_STEP = 10  # the authors' search setting
 SPEEDUP_TARGETS = {"vgg": 20, "mobilenetv2": 10, "resnet18": 10}
 DESCENT_TARGET_S = 60
-
-
-def log(line):
-    print(line, flush=True)
 
 
 def widths_of(model_name, ratio):
@@ -213,18 +209,20 @@ def main(argv=None):
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--device", default=default_device(), help="torch device")
     parser.add_argument("--checks", default="abcde", help="which checks to run, e.g. abc")
-    parser.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES,
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=tuple(MODELS),
                         help="networks for (a)-(d)")
     parser.add_argument("--ratio", type=float, default=1.0, help="uniform width ratio (1 = default widths)")
     parser.add_argument("--images", type=int, default=SYNTHETIC_SIZES["train"],
                         help="synthetic images in (a)'s epoch (50000: the whole CIFAR-sized set)")
-    parser.add_argument("--batch-size", type=int, default=128, help="minibatch of (a)-(d)")
+    parser.add_argument("--batch-size", type=int, default=train.RECIPES["scratch_cifar"]["batch_size"],
+                        help="minibatch of (a)-(d)")
     parser.add_argument("--minibatches", type=int, default=20, help="minibatches compared in (b) and (c)")
     parser.add_argument("--lr", type=float, default=0.1, help="learning rate of (a) and (b)")
     parser.add_argument("--steps", type=int, default=10, help="(d): timed steps per window")
     parser.add_argument("--reps", type=int, default=3, help="(d): timed windows per pipeline")
     parser.add_argument("--descent-steps", type=int, default=5, help="(e): timed minibatches per window")
-    parser.add_argument("--descent-batch-size", type=int, default=256, help="(e): the authors' search minibatch")
+    parser.add_argument("--descent-batch-size", type=int, default=train.RECIPES["search_cifar"]["batch_size"],
+                        help="(e): the authors' search minibatch")
     parser.add_argument("--seed", type=int, default=0, help="initial weights and data order")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads on the CPU")
     parser.add_argument("--verbose", action="store_true", help="the benchmark's own lines and tracebacks")

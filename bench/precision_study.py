@@ -16,7 +16,6 @@
 Prints both summaries and writes <out>/precision_study.json. Data: real Fashion-MNIST (--data_dir, or
 Debian's dataset-fashion-mnist); nothing is downloaded.
 """
-import argparse
 import copy
 import json
 import os
@@ -34,6 +33,7 @@ import ratio_swipe  # noqa: E402
 from model import build_model, gates_of, get_spec  # noqa: E402
 from utils import data, io, train  # noqa: E402
 from utils.accel import autocast  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 from utils.prune import TaylorFOPruner  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -73,15 +73,7 @@ def prune_set_overlap(args):
         train.set_lr(optimizer, train.lr_for_epoch("search", epoch, 0.1, args.warmup))
         for x, y in loader.epoch(epoch):
             if epoch > args.warmup:  # the other criteria of this batch, on the current weights
-                for kind in SHADOWS:
-                    shadow_model.load_state_dict(model.state_dict())
-                    shadow_model.train()
-                    shadow_model.zero_grad(set_to_none=True)
-                    with autocast(CPU, "bf16" if kind == "bf16" else "fp32"):
-                        logits = shadow_model(x if kind == "bf16" else x.flip(3))
-                    F.cross_entropy(logits.float(), y).backward()
-                    accumulators[kind] += torch.cat([(g.weight.detach() * g.weight.grad)
-                                                     for g in shadow_gates]).square()
+                accumulate_shadows(model, shadow_model, shadow_gates, accumulators, x, y)
                 window += 1
             model.train()
             model.zero_grad(set_to_none=True)
@@ -107,6 +99,22 @@ def prune_set_overlap(args):
                 break
         if pruner.finished:
             break
+    return overlap_summary(args, widths, pruner, sizes, overlaps)
+
+
+def accumulate_shadows(model, shadow_model, shadow_gates, accumulators, x, y):
+    """Add this batch's Taylor-FO criteria, from the current weights, in bf16 and flipped in fp32."""
+    for kind in SHADOWS:
+        shadow_model.load_state_dict(model.state_dict())
+        shadow_model.train()
+        shadow_model.zero_grad(set_to_none=True)
+        with autocast(CPU, "bf16" if kind == "bf16" else "fp32"):
+            logits = shadow_model(x if kind == "bf16" else x.flip(3))
+        F.cross_entropy(logits.float(), y).backward()
+        accumulators[kind] += torch.cat([(g.weight.detach() * g.weight.grad) for g in shadow_gates]).square()
+
+
+def overlap_summary(args, widths, pruner, sizes, overlaps):
     out = {"settings": {"model": "vgg", "search_ratio": args.search_ratio, "widths": [int(w) for w in widths],
                         "units": pruner.total, "subset": args.search_subset, "batch": args.search_batch,
                         "warmup": args.warmup, "prune_every": args.prune_every,
@@ -145,8 +153,8 @@ def accuracy_over_seeds(args, folder):
     return out
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args():
+    parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--data_dir", default="./data")
     parser.add_argument("--out", default="precision_study", help="folder for the runs and the JSON summary")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny settings, two seeds")
@@ -169,6 +177,11 @@ def main():
     if args.quick:
         args.search_subset, args.warmup, args.prune_per_step = 256, 1, 100
         args.subset, args.test_subset, args.epochs, args.seeds, args.ratio = 256, 128, 1, [0, 1], 0.0625
+    return args
+
+
+def main():
+    args = parse_args()
     if data._find_fashion_mnist(args.data_dir) is None:
         sys.exit(f"error: no Fashion-MNIST under {args.data_dir} or {data.FASHION_MNIST_SYSTEM_DIR}")
     os.makedirs(args.out, exist_ok=True)
@@ -183,11 +196,16 @@ def main():
                "seconds": {"prune_sets": round(t1 - t0, 1), "accuracy": round(t2 - t1, 1)}}
     with open(os.path.join(args.out, "precision_study.json"), "w") as f:
         json.dump(summary, f, indent=1, default=float)
+    report(summary, t1 - t0, t2 - t1)
+
+
+def report(summary, overlap_seconds, accuracy_seconds):
+    overlap, accuracy = summary["prune_sets"], summary["accuracy"]
     print(f"machine: {summary['machine']}")
     s = overlap["settings"]
     print(f"(a) Taylor-FO prune sets from identical weights (VGG11 x {s['search_ratio']}, {s['units']} units, "
           f"{s['subset']} images, batch {s['batch']}, warm-up {s['warmup']}, {s['prune_per_step']} units every "
-          f"{s['prune_every']} minibatches, {overlap['steps']} steps)  [{t1 - t0:.0f} s]")
+          f"{s['prune_every']} minibatches, {overlap['steps']} steps)  [{overlap_seconds:.0f} s]")
     for kind, what in (("bf16", "fp32 vs bf16, same batches"), ("fp32_flipped", "fp32 vs fp32, batches flipped")):
         o = overlap[kind]
         print(f"    {what}: mean overlap {o['mean_overlap']:.3f}, min {o['min_overlap']:.3f}, "
@@ -198,7 +216,7 @@ def main():
     print(f"(b) best-epoch test accuracy, VGG11 x {s['ratio']}, {s['subset']} images, {s['epochs']} epochs, "
           f"seeds {s['seeds']}: fp32 {acc['fp32_mean']:.2f} ± {acc['fp32_std']:.2f}, "
           f"bf16 {acc['bf16_mean']:.2f} ± {acc['bf16_std']:.2f}, paired bf16 - fp32 "
-          f"{acc['diff_mean']:+.2f} ± {acc['diff_std']:.2f}  [{t2 - t1:.0f} s]")
+          f"{acc['diff_mean']:+.2f} ± {acc['diff_std']:.2f}  [{accuracy_seconds:.0f} s]")
     print(f"    per seed fp32 {[round(v, 2) for v in acc['fp32']]}, bf16 {[round(v, 2) for v in acc['bf16']]}")
 
 

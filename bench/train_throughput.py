@@ -27,25 +27,20 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python bench/train_throughput.py`
 
-from model import build_model, gates_of, get_spec  # noqa: E402
+from model import MODELS, build_model, gates_of, get_spec  # noqa: E402
 from utils import accel, train  # noqa: E402
-from utils.cli import MODEL_NAMES, UserError, make_parser, resolve_device, run_main  # noqa: E402
-from utils.cli import default_device  # noqa: E402
+from utils.cli import UserError, default_device, log, make_parser, positive_int, resolve_device, run_main  # noqa: E402
 from utils.data import IMAGE_SIZE, NUM_CLASSES, SYNTHETIC_SIZES, TorchvisionLoader, get_loaders  # noqa: E402
+from utils.descent import DEFAULT_FRACTION  # noqa: E402
 from utils.prune import TaylorFOPruner  # noqa: E402
 
 DATASET = "synthetic"
 # bf16 dense tensor-core peaks from NVIDIA's data sheets (TFLOP/s, without sparsity).
 BF16_PEAK_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100 NVL", None), ("H100", 989.4))
 # One architecture-descent iteration as the authors run it on CIFAR.
-SEARCH = {"batch_size": 256, "warmup": 10, "lr": 0.1, "prune_every": 50, "prune_per_step": 10,
-          "prune_fraction": 0.95, "max_epochs": 300}
+SEARCH = {**train.RECIPES["search_cifar"], "prune_fraction": DEFAULT_FRACTION}
 QUICK = {"steps": 2, "reps": 3, "warmup_steps": 1, "descent_steps": 1, "descent_reps": 3}
 FULL = {"steps": 50, "reps": 5, "warmup_steps": 10, "descent_steps": 30, "descent_reps": 3}
-
-
-def log(line):
-    print(line, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -255,7 +250,7 @@ def real_iteration(pipe, log_line):
                             prune_every=SEARCH["prune_every"], prune_per_step=SEARCH["prune_per_step"])
     accel.synchronize(device)
     t0 = time.perf_counter()
-    for epoch in range(1, SEARCH["max_epochs"] + 1):
+    for epoch in range(1, SEARCH["epochs"] + 1):
         train.set_lr(pipe.optimizer, train.lr_for_epoch("search", epoch, SEARCH["lr"], SEARCH["warmup"]))
         after = (lambda _loss: "stop" if pruner.step() == "done" else None) if epoch > SEARCH["warmup"] else None
         train.train_epoch(model, pipe.loader, epoch, pipe.optimizer, device, after_step=after,
@@ -340,40 +335,36 @@ def descent(args, device, settings):
 def main(argv=None):
     parser = make_parser(__doc__.splitlines()[0])
     parser.add_argument("--device", default=default_device(), help="torch device")
-    parser.add_argument("--model", default="vgg", choices=MODEL_NAMES, help="network to train")
+    parser.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network to train")
     parser.add_argument("--ratio", type=float, default=1.0, help="uniform width ratio of the network")
-    parser.add_argument("--batch-size", type=int, default=128, help="training minibatch (the authors' 128)")
+    parser.add_argument("--batch-size", type=positive_int, default=train.RECIPES["scratch_cifar"]["batch_size"],
+                        help="training minibatch (the authors')")
     parser.add_argument("--quick", action="store_true", help="a few steps per window (about 2 minutes on a CPU)")
-    parser.add_argument("--steps", type=int, default=None,
+    parser.add_argument("--steps", type=positive_int, default=None,
                         help=f"timed steps per window (default {FULL['steps']}, --quick {QUICK['steps']})")
-    parser.add_argument("--reps", type=int, default=None,
+    parser.add_argument("--reps", type=positive_int, default=None,
                         help=f"timed windows per pipeline (default {FULL['reps']}, --quick {QUICK['reps']})")
     parser.add_argument("--descent-steps", type=int, default=None,
                         help=f"timed search minibatches per window, 0 skips the descent part (default "
                              f"{FULL['descent_steps']}, --quick {QUICK['descent_steps']})")
     parser.add_argument("--descent-ratio", type=float, default=1.0,
                         help="width ratio of the searched VGG11 (1.0 = the authors' search)")
-    parser.add_argument("--descent-batch-size", type=int, default=SEARCH["batch_size"], help="search minibatch")
+    parser.add_argument("--descent-batch-size", type=positive_int, default=SEARCH["batch_size"],
+                        help="search minibatch")
     parser.add_argument("--descent-limit", type=float, default=600.0,
                         help="on CUDA without --quick, run a real full iteration when the extrapolation "
                              "predicts at most this many seconds")
     parser.add_argument("--seed", type=int, default=0, help="initial weights and data order")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch intra-op threads on the CPU (default: torch's choice, one per core)")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     settings = dict(QUICK if args.quick else FULL)
     for key in ("steps", "reps", "descent_steps"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    for flag, value in (("--steps", settings["steps"]), ("--reps", settings["reps"]),
-                        ("--batch-size", args.batch_size), ("--descent-batch-size", args.descent_batch_size)):
-        if value < 1:
-            raise UserError(f"{flag} must be at least 1, got {value}")
     if settings["descent_steps"] < 0 or not args.ratio > 0 or not args.descent_ratio > 0:
         raise UserError("--descent-steps must be >= 0 and the ratios positive")
     name = accel.device_name(device)

@@ -134,26 +134,13 @@ def exact_macs(widths, num_classes, input_size=32, convcut=False):
     return total + size * size * w[17] * w[18] + w[18] * num_classes  # head conv, classifier
 
 
-def prepare_filters(ratio=None, *, num_classes=100, alpha=None, beta=None, pruned_widths=None,
-                    search=False, descent_idx=14, exact=False, convcut=False, budget="params",
-                    target=None):
-    """The flat width list; see vgg.prepare_filters. MobileNetV2 specifics (authors'): the budget is
-    the count of the truncated uniform widths; the tau search counts float widths, halves tau on
-    overshoot and stops within 0.05 %; the small-width rules apply."""
-    if ratio is None and target is None:
-        return list(DEFAULT_WIDTHS)
-    if budget != "params" or target is not None:  # beyond the paper: see scaling.select_for_resource
-        count = scaling.resource_counter(NAME, budget, num_classes, convcut)
-        return scaling.select_for_resource(NAME, DEFAULT_WIDTHS, ratio, target, count, resource=budget,
-                                           alpha=alpha, beta=beta, pruned_widths=pruned_widths,
-                                           search=search, small_width_rules=True)
-    count = scaling.counter(formula_params, exact_params, num_classes, exact, convcut)
-    target = count(scaling.uniform(DEFAULT_WIDTHS, ratio))
+def _tau_search(alpha, beta, target, count, first_iteration):
+    return scaling.tau_tolerance(alpha, beta, target, count, tolerance=int(TAU_TOL * target), float_widths=True,
+                                 halve_overshoot=True)
 
-    def tau_search(alpha, beta):
-        return scaling.tau_tolerance(alpha, beta, target, count, tolerance=int(TAU_TOL * target),
-                                     float_widths=True, halve_overshoot=True)
 
-    return scaling.select_widths(NAME, DEFAULT_WIDTHS, ratio, target, count, alpha=alpha, beta=beta,
-                                 pruned_widths=pruned_widths, search=search, exact=exact,
-                                 tau_search=tau_search, small_width_rules=True)
+# The flat width list (utils.scaling.width_rule). MobileNetV2 specifics (authors'): the budget is the
+# count of the truncated uniform widths; the tau search counts float widths, halves tau on overshoot and
+# stops within 0.05 %; the small-width rules apply.
+prepare_filters = scaling.width_rule(NAME, DEFAULT_WIDTHS, formula_params, exact_params, tau_search=_tau_search,
+                                     small_width_rules=True, unrounded_budget=False, default_classes=100)

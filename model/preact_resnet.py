@@ -117,29 +117,14 @@ def exact_macs(widths, num_classes, input_size=32, convcut=False):
     return total + w[16] * num_classes
 
 
-def prepare_filters(ratio=None, *, num_classes=10, alpha=None, beta=None, pruned_widths=None,
-                    search=False, descent_idx=14, exact=False, convcut=False, budget="params",
-                    target=None):
-    """The flat width list; see vgg.prepare_filters. ResNet18 specifics (authors'): the budget counts
-    the unrounded scaled widths; the tau search stops within 0.9 % of the budget when descent_idx == 0
-    (the search itself) and 0.7 % otherwise; the small-width rules apply."""
-    if ratio is None and target is None:
-        return list(DEFAULT_WIDTHS)
-    if budget != "params" or target is not None:  # beyond the paper: see scaling.select_for_resource
-        count = scaling.resource_counter(NAME, budget, num_classes, convcut)
-        return scaling.select_for_resource(NAME, DEFAULT_WIDTHS, ratio, target, count, resource=budget,
-                                           alpha=alpha, beta=beta, pruned_widths=pruned_widths,
-                                           search=search, small_width_rules=True)
-    count = scaling.counter(formula_params, exact_params, num_classes, exact, convcut)
-    if exact:
-        target = count(scaling.uniform(DEFAULT_WIDTHS, ratio))
-    else:
-        target = formula_params([w * ratio for w in DEFAULT_WIDTHS], num_classes)  # unrounded
+def _tau_search(alpha, beta, target, count, first_iteration):
+    # The authors keyed the tolerance on descent_idx == 0: the search itself, or --descent_idx 0.
+    tolerance = int((0.009 if first_iteration else 0.007) * target)
+    return scaling.tau_tolerance(alpha, beta, target, count, tolerance=tolerance)
 
-    def tau_search(alpha, beta):
-        tolerance = int((0.009 if descent_idx == 0 else 0.007) * target)
-        return scaling.tau_tolerance(alpha, beta, target, count, tolerance=tolerance)
 
-    return scaling.select_widths(NAME, DEFAULT_WIDTHS, ratio, target, count, alpha=alpha, beta=beta,
-                                 pruned_widths=pruned_widths, search=search, exact=exact,
-                                 tau_search=tau_search, small_width_rules=True)
+# The flat width list (utils.scaling.width_rule). ResNet18 specifics (authors'): the budget counts the
+# unrounded scaled widths; the tau search stops within 0.9 % of the budget for a first iteration's fit
+# and 0.7 % otherwise; the small-width rules apply.
+prepare_filters = scaling.width_rule(NAME, DEFAULT_WIDTHS, formula_params, exact_params, tau_search=_tau_search,
+                                     small_width_rules=True, unrounded_budget=True)

@@ -92,32 +92,12 @@ def exact_macs(widths, num_classes, input_size=32, convcut=False):
     return total + c_in * num_classes
 
 
-def prepare_filters(ratio=None, *, num_classes=10, alpha=None, beta=None, pruned_widths=None,
-                    search=False, descent_idx=14, exact=False, convcut=False, budget="params",
-                    target=None):
-    """The flat width list: default (ratio None), NeuralScale (alpha, beta), pruned-uniform
-    (pruned_widths, the --morph baseline) or uniform scaling (utils.scaling.select_widths). VGG
-    specifics (authors'): the budget counts the unrounded scaled widths; the tau search is 2000 fixed
-    steps; no small-width rules (a beta == 0 fit keeps int(alpha) at every ratio).
+def _tau_search(alpha, beta, target, count, first_iteration):
+    return scaling.tau_fixed_steps(alpha, beta, target, count, steps=TAU_STEPS, lr=TAU_LR)
 
-    budget="macs" (MACs per image) or an absolute `target` (in that resource, instead of the ratio)
-    leave the authors' loops for scaling.select_for_resource; "params" with a ratio is the authors'."""
-    if ratio is None and target is None:
-        return list(DEFAULT_WIDTHS)
-    if budget != "params" or target is not None:  # beyond the paper: see scaling.select_for_resource
-        count = scaling.resource_counter(NAME, budget, num_classes, convcut)
-        return scaling.select_for_resource(NAME, DEFAULT_WIDTHS, ratio, target, count, resource=budget,
-                                           alpha=alpha, beta=beta, pruned_widths=pruned_widths,
-                                           search=search, small_width_rules=False)
-    count = scaling.counter(formula_params, exact_params, num_classes, exact, convcut)
-    if exact:
-        target = count(scaling.uniform(DEFAULT_WIDTHS, ratio))
-    else:
-        target = formula_params([w * ratio for w in DEFAULT_WIDTHS], num_classes)  # unrounded
 
-    def tau_search(alpha, beta):
-        return scaling.tau_fixed_steps(alpha, beta, target, count, steps=TAU_STEPS, lr=TAU_LR)
-
-    return scaling.select_widths(NAME, DEFAULT_WIDTHS, ratio, target, count, alpha=alpha, beta=beta,
-                                 pruned_widths=pruned_widths, search=search, exact=exact,
-                                 tau_search=tau_search, small_width_rules=False)
+# The flat width list (utils.scaling.width_rule). VGG specifics (authors'): the budget counts the
+# unrounded scaled widths; the tau search is 2000 fixed steps; no small-width rules (a beta == 0 fit
+# keeps int(alpha) at every ratio).
+prepare_filters = scaling.width_rule(NAME, DEFAULT_WIDTHS, formula_params, exact_params, tau_search=_tau_search,
+                                     small_width_rules=False, unrounded_budget=True)

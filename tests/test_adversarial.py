@@ -12,7 +12,7 @@ import torch
 
 from model import MODELS, build_model
 from test_identity import T, cli, dirs, files_under, one_line_error
-from utils import io, swipe
+from utils import io, run
 from utils.cli import UserError
 
 pytestmark = pytest.mark.slow  # scripts run end to end: `make test-fast` leaves them out
@@ -259,14 +259,14 @@ def test_12_lr_nan_is_refused_at_parse_time(tmp_path, monkeypatch, capsys, scrip
 
 def test_12_the_loss_check_quotes_the_loss_that_went_non_finite(tmp_path, monkeypatch):
     """Training finite, test loss NaN: the error quotes the test loss, not the finite training loss."""
-    monkeypatch.setattr(swipe, "train_epoch", lambda *a, **k: {"loss": 1.25, "acc": 10.0, "acc_dataset": 10.0})
-    monkeypatch.setattr(swipe, "evaluate", lambda *a, **k: {"loss": float("nan"), "acc": 10.0, "acc_dataset": 10.0})
-    monkeypatch.setattr(swipe, "log", lambda message: None)
+    monkeypatch.setattr(run, "train_epoch", lambda *a, **k: {"loss": 1.25, "acc": 10.0, "acc_dataset": 10.0})
+    monkeypatch.setattr(run, "evaluate", lambda *a, **k: {"loss": float("nan"), "acc": 10.0, "acc_dataset": 10.0})
+    monkeypatch.setattr(run, "log", lambda message: None)
     net = build_model("vgg", [4] * 8, 10)
     with pytest.raises(UserError) as err:
-        swipe.train_run(net, None, None, device=torch.device("cpu"), schedule="cifar", epochs=1, lr=0.1,
-                        momentum=0.5, weight_decay=5e-4, checkpoint_path=str(tmp_path / "c.pt"),
-                        best_path=str(tmp_path / "b.pt"), fingerprint={}, name="run")
+        run.train_run(net, None, None, device=torch.device("cpu"), schedule="cifar", epochs=1, lr=0.1,
+                      momentum=0.5, weight_decay=5e-4, checkpoint_path=str(tmp_path / "c.pt"),
+                      best_path=str(tmp_path / "b.pt"), fingerprint={}, name="run")
     assert "test loss became nan" in str(err.value) and "1.25" not in str(err.value)
 
 

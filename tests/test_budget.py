@@ -182,7 +182,7 @@ def test_macs_search_end_to_end(tmp_path):
     alpha, beta = io.load_fits(rec / "m.pk", 8, "macs")[1]
     # Iteration 1 started from iteration 0's MACs law at the search budget.
     start = io.read_prune_csv(rec / "m_1.csv")[0]
-    widths = MODELS["vgg"].prepare_filters(0.5, num_classes=10, budget="macs", search=True, descent_idx=0,
+    widths = MODELS["vgg"].prepare_filters(0.5, num_classes=10, budget="macs", search=True, first_iteration=True,
                                            **dict(zip(("alpha", "beta"), io.load_fits(rec / "m.pk", 8, "macs")[0])))
     assert np.all(start <= widths)
     # fit_params refits the CSVs on MACs and writes the same record.

@@ -53,7 +53,7 @@ def check_record(records, model, iterations, stdout, fraction=0.95, per_step=100
         else:
             alpha, beta = fits[k - 1]
             start = spec.prepare_filters(ratio, num_classes=num_classes, alpha=alpha, beta=beta, search=True,
-                                         descent_idx=0)
+                                         first_iteration=True)
         assert np.all(rows[0] <= start) and np.all(np.diff(rows, axis=0) <= 0)
         totals = rows.sum(1)
         assert np.all(totals[:-2] - totals[1:-1] >= per_step)

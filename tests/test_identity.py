@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from utils import io, swipe
+from utils import io, run, swipe
 from utils.cli import UserError, run_main
 
 pytestmark = pytest.mark.slow  # scripts run end to end: `make test-fast` leaves them out
@@ -106,20 +106,20 @@ def test_finished_compares_settings(tmp_path, monkeypatch):
     path = tmp_path / "r_25.pk"
     curves = {"train_acc": [1.0], "train_loss": [2.0], "test_acc": [3.0], "test_loss": [4.0]}
     io.save_result(path, {"ratio": 0.25, **curves, "seed": 3, "epochs": 5})
-    assert swipe.finished(path, {"seed": 3, "epochs": 5, "lr": 0.1, "ratio": 0.25}, False)
+    assert run.finished(path, {"seed": 3, "epochs": 5, "lr": 0.1, "ratio": 0.25}, False)
     with pytest.raises(UserError, match="epochs: 5 there, 6 now"):
-        swipe.finished(path, {"seed": 3, "epochs": 6, "ratio": 0.25}, False)
-    assert not swipe.finished(path, {"seed": 3, "epochs": 6, "ratio": 0.25}, True)
+        run.finished(path, {"seed": 3, "epochs": 6, "ratio": 0.25}, False)
+    assert not run.finished(path, {"seed": 3, "epochs": 6, "ratio": 0.25}, True)
     io.save_result(path, {"ratio": 0.25, **curves, "settings": {"seed": 3, "lr": 0.1, "epochs": 5}})
-    assert swipe.finished(path, {"seed": None, "lr": 0.1, "epochs": 5, "ratio": 0.25}, False)
+    assert run.finished(path, {"seed": None, "lr": 0.1, "epochs": 5, "ratio": 0.25}, False)
     with pytest.raises(UserError, match="seed: 3 there, 4 now"):
-        swipe.finished(path, {"seed": 4, "lr": 0.1, "epochs": 5, "ratio": 0.25}, False)
+        run.finished(path, {"seed": 4, "lr": 0.1, "epochs": 5, "ratio": 0.25}, False)
     with pytest.raises(UserError, match="ratio: 0.25 there, 0.255 now"):
-        swipe.finished(path, {"seed": 3, "lr": 0.1, "epochs": 5, "ratio": 0.255}, False)
+        run.finished(path, {"seed": 3, "lr": 0.1, "epochs": 5, "ratio": 0.255}, False)
     path.write_bytes(b"garbage")
-    assert not swipe.finished(path, {"seed": 3}, True)
+    assert not run.finished(path, {"seed": 3}, True)
     with pytest.raises(UserError):
-        swipe.finished(path, {"seed": 3}, False)
+        run.finished(path, {"seed": 3}, False)
 
 
 def test_colliding_ratio_names_are_refused(tmp_path, monkeypatch, capsys):

@@ -113,7 +113,7 @@ def test_mobilenetv2_neuralscale_follows_the_authors_rule(reference, series, k, 
 
     target = count([int(w * ratio) for w in MBV2.DEFAULT_WIDTHS])
     expected = Reference.mbv2_tau(alpha, beta, target, count)
-    got = MBV2.prepare_filters(ratio, num_classes=k, alpha=alpha, beta=beta, descent_idx=descent_idx)
+    got = MBV2.prepare_filters(ratio, num_classes=k, alpha=alpha, beta=beta, first_iteration=descent_idx == 0)
     assert got == expected
 
 
@@ -185,7 +185,7 @@ def test_resnet_tau_search_follows_the_authors_rule(descent_idx, ratio):
 
     target = count([w * ratio for w in RESNET.DEFAULT_WIDTHS])
     expected = Reference.resnet_tau(alpha, beta, target, count, descent_idx)
-    got = RESNET.prepare_filters(ratio, num_classes=100, alpha=alpha, beta=beta, descent_idx=descent_idx)
+    got = RESNET.prepare_filters(ratio, num_classes=100, alpha=alpha, beta=beta, first_iteration=descent_idx == 0)
     assert got == expected
     tolerance = 0.009 if descent_idx == 0 else 0.007
     assert abs(count(got) - target) <= 2 * tolerance * target  # one step past the accepted tau
@@ -242,7 +242,7 @@ def test_exact_counter_meets_the_budget_within_half_a_percent(reference, ratio, 
         budget = spec.exact_params(spec.prepare_filters(ratio), k)
         for search in (False, True):
             widths = spec.prepare_filters(ratio, num_classes=k, alpha=alpha, beta=beta, exact=True,
-                                          search=search, descent_idx=descent_idx)
+                                          search=search, first_iteration=descent_idx == 0)
             assert abs(spec.exact_params(widths, k) / budget - 1) <= 0.005, (name, k, search, widths)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from conftest import REPO, assert_one_line_error, run_script
 from model import MODELS, build_model
-from utils import io, swipe
+from utils import io, run, swipe
 from utils.params import actual_params, count_macs
 from utils.train import load_checkpoint
 
@@ -131,7 +131,7 @@ def test_neuralscale_end_to_end(tmp_path):
     result = io.load_result(tmp_path / "plots/vgg/ns_25.pk")
     alpha, beta = fits[1]
     assert result["widths"] == MODELS["vgg"].prepare_filters(0.25, num_classes=10, alpha=alpha, beta=beta,
-                                                             descent_idx=1)
+                                                             first_iteration=False)
     assert result["method"] == "neuralscale" and result["descent_idx"] == 1
     assert result["prune_fname"].endswith("search.pk")
     assert len(result["test_acc"]) == 1
@@ -228,8 +228,8 @@ def test_plan_widths_convcut_and_uniform():
 def test_seeds_and_ratios():
     assert swipe.CIFAR_RATIOS == (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
     assert swipe.TINY_RATIOS == (0.25, 0.5, 0.75, 1.0)
-    assert swipe.init_seed(0, 0.5) == swipe.init_seed(0, 0.5)
-    assert len({swipe.init_seed(s, r) for s in (0, 1) for r in swipe.CIFAR_RATIOS}) == 16
+    assert run.init_seed(0, 0.5) == run.init_seed(0, 0.5)
+    assert len({run.init_seed(s, r) for s in (0, 1) for r in swipe.CIFAR_RATIOS}) == 16
     assert swipe.schedule_for("tinyimagenet") == "tiny" and swipe.schedule_for("CIFAR100") == "cifar"
     assert swipe.choose_method(namespace()) == "neuralscale"
     assert swipe.choose_method(namespace(morph=True)) == "morph"

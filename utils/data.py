@@ -172,7 +172,14 @@ def augment_batch(x, params, aug):
     return x.float()
 
 
-class FastLoader:
+class _Batches:
+    """What both loaders share: len() is the number of minibatches, the last one possibly smaller."""
+
+    def __len__(self):
+        return math.ceil(self.num_samples / self.batch_size)
+
+
+class FastLoader(_Batches):
     """The whole split as uint8 on `device`; `aug=None` makes a test loader (no augmentation; in a fresh
     order each epoch when `shuffle`, else in file order).
 
@@ -199,9 +206,6 @@ class FastLoader:
     @property
     def num_samples(self):
         return len(self.labels)
-
-    def __len__(self):
-        return math.ceil(self.num_samples / self.batch_size)
 
     def epoch(self, epoch=0):
         n = self.num_samples
@@ -270,7 +274,7 @@ def _torchvision_transform(aug, mean, std):
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
 
 
-class TorchvisionLoader:
+class TorchvisionLoader(_Batches):
     """PIL transforms in a torch DataLoader; `aug=None` makes a test loader (no augmentation; shuffled
     each epoch when `shuffle`, as the authors' CIFAR test loaders, else in file order)."""
 
@@ -284,9 +288,6 @@ class TorchvisionLoader:
     @property
     def num_samples(self):
         return len(self.dataset)
-
-    def __len__(self):
-        return math.ceil(self.num_samples / self.batch_size)
 
     def epoch(self, epoch=0):
         dataset, generator, shuffle = self.dataset, None, self.aug is not None or self.shuffle

@@ -18,44 +18,43 @@ resumed search takes the seed stored there.
 """
 import argparse
 import os
-import sys
 
 import numpy as np
-from tqdm import tqdm
 
 from model import build_model, gates_of, get_spec
 from utils import accel, data, io, train
-from utils.cli import (UserError, add_budget_arg, add_common_args, add_precision_args, check_pair, check_positive,
-                       check_run_name, resolve_device, writable_dir)
-from utils.fit import fit_power_law
+from utils.cli import (UserError, add_budget_arg, add_training_args, check_pair, check_positive, check_run_name,
+                       log, make_parser, positive_int, resolve_device, writable_dir)
+from utils.fit import MIN_ROWS, fit_power_law
 from utils.params import count_macs, count_params
 from utils.prune import TaylorFOPruner
 from utils.scaling import input_size
+from utils.train import RECIPES
 
 DEFAULT_ITERATIONS, MORPH_ITERATIONS = 15, 1
 DEFAULT_FRACTION, MORPH_FRACTION = 0.95, 0.5
 EPOCH_STRIDE = 1_000_000  # iteration k trains on data epochs k * EPOCH_STRIDE + e
 
 
-def add_search_args(parser, *, datasets, model, dataset, batch_size, prune_every):
-    """The search flags (the authors' spellings and defaults) plus the common ones."""
-    parser.add_argument("--model", default=model, help="vgg, resnet18 or mobilenetv2")
-    parser.add_argument("--dataset", default=dataset, help=f"one of {', '.join(datasets)}")
-    parser.add_argument("--save", default="model", help="run name: <record_dir>/<save>_<k>.csv, <save>.pk")
-    parser.add_argument("--epochs", type=int, default=300,
-                        help="most epochs per iteration (an iteration ends when pruning is done)")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help="training minibatch")
-    parser.add_argument("--lr", type=float, default=0.1,
-                        help="base LR of the search rule (the authors reset it to 0.1 every iteration)")
-    parser.add_argument("--momentum", type=float, default=0.5, help="SGD momentum")
-    parser.add_argument("--weight_decay", type=float, default=5e-4, help="SGD weight decay")
-    parser.add_argument("--warmup", type=int, default=10, help="epochs of training before pruning starts")
+def add_search_args(parser, recipe, *, datasets, model, dataset):
+    """The search flags (the authors' spellings; defaults from utils.train.RECIPES[recipe])."""
+    values = RECIPES[recipe]
+    add_training_args(parser, recipe, datasets=datasets, dataset=dataset, model=model, outputs=("record_dir",),
+                      help={"--save": "run name: <record_dir>/<save>_<k>.csv, <save>.pk",
+                            "--epochs": "most epochs per iteration (an iteration ends when pruning is done)",
+                            "--lr": "base LR of the search rule (the authors reset it to 0.1 every iteration)",
+                            "--overwrite": "recompute the iterations of this --save written under other "
+                                           "search settings (default: refuse them)"})
+    parser.add_argument("--warmup", type=int, default=values["warmup"],
+                        help="epochs of training before pruning starts")
     parser.add_argument("--morph", action="store_true",
                         help="MorphNet baseline: one iteration pruned to 50 %% (prints a PRUNED_FILTERS line)")
-    parser.add_argument("--iterations", type=int, default=None,
+    parser.add_argument("--iterations", type=positive_int, default=None,
                         help=f"descent iterations (default {DEFAULT_ITERATIONS}; {MORPH_ITERATIONS} with --morph)")
-    parser.add_argument("--prune_every", type=int, default=prune_every, help="minibatches per pruning window")
-    parser.add_argument("--prune_per_step", type=int, default=10, help="units pruned per step (globally)")
+    parser.add_argument("--prune_every", type=positive_int, default=values["prune_every"],
+                        help="minibatches per pruning window")
+    parser.add_argument("--prune_per_step", type=positive_int, default=values["prune_per_step"],
+                        help="units pruned per step (globally)")
     parser.add_argument("--prune_fraction", type=float, default=None,
                         help=f"fraction of units to prune (default {DEFAULT_FRACTION}; {MORPH_FRACTION} with --morph)")
     parser.add_argument("--search_ratio", type=float, default=1.0,
@@ -65,17 +64,14 @@ def add_search_args(parser, *, datasets, model, dataset, batch_size, prune_every
                         help="tau search and fit count the built network's parameters (opt-in correction; "
                              "default: the authors' formula)")
     add_budget_arg(parser)
-    parser.add_argument("--subset", type=int, default=None, help="train on the first N images only")
-    parser.add_argument("--loader", choices=data.LOADERS, default="fast",
-                        help="fast: batches augmented on the device; torchvision: the authors' pipeline")
-    add_precision_args(parser)
-    parser.add_argument("--same_norm", action="store_true",
-                        help="normalise with the training scripts' constants (opt-in correction)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="recompute the iterations of this --save written under other search settings "
-                             "(default: refuse them)")
-    add_common_args(parser)
     return parser
+
+
+def script_main(doc, recipe, *, datasets, model, dataset):
+    """architecture_descent.py / imagenet_architecture_descent.py: parse the flags, run the search."""
+    parser = make_parser(doc.splitlines()[0])
+    add_search_args(parser, recipe, datasets=datasets, model=model, dataset=dataset)
+    run_search(parser.parse_args(), datasets=datasets, schedule=RECIPES[recipe]["schedule"])
 
 
 def iteration_seed(seed, iteration):
@@ -203,7 +199,8 @@ def _search_widths(args, k, num_classes, previous):
         return spec.prepare_filters(args.search_ratio, num_classes=num_classes)
     alpha, beta = previous
     return spec.prepare_filters(args.search_ratio, num_classes=num_classes, alpha=alpha, beta=beta,
-                                search=True, descent_idx=0, exact=args.exact, budget=args.budget)
+                                search=True, first_iteration=True, exact=args.exact, budget=args.budget,
+                                method="neuralscale")
 
 
 def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
@@ -241,12 +238,6 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
         f"iteration {k}: pruning did not finish within --epochs {args.epochs} ({pruner.steps_done} of "
         f"{pruner.max_steps} steps done); raise --epochs, or prune faster with a smaller --prune_every "
         f"or a larger --prune_per_step")
-
-
-def log(line):
-    """One progress line, written above any live tqdm bar."""
-    tqdm.write(line)
-    sys.stdout.flush()
 
 
 def _same_fits(record, fits, num_layers, settings, budget):
@@ -305,9 +296,15 @@ def run_search(args, *, datasets, schedule, log=log):
                                        "settings": search_settings(args)}, args.budget),
                        param_pk_path(args.record_dir, args.save, k))
         log(f"iteration {k}: {len(rows)} rows recorded, final widths {list(rows[-1])}"
-            + ("" if any(beta) else " (fewer than 6 rows: the authors' fallback fit, beta = 0)"))
+            + ("" if any(beta) else f" (fewer than {MIN_ROWS} rows: the authors' fallback fit, beta = 0)"))
         fits.append((alpha, beta))
 
+    _finish(args, record, fits, num_layers, log)
+    return fits
+
+
+def _finish(args, record, fits, num_layers, log):
+    """Write the search record (unless it already holds these fits) and, after --morph, the line to paste."""
     if _same_fits(record, fits, num_layers, search_settings(args), args.budget):
         log(f"{record} is up to date ({len(fits)} iterations)")
     else:
@@ -318,4 +315,3 @@ def run_search(args, *, datasets, schedule, log=log):
         log(f"50 %-pruned widths; paste this line into PRUNED_FILTERS at the top of ratio_swipe.py "
             f"(or pass --prune_fname {args.save} to ratio_swipe.py --morph):")
         log(morph_line(args.model, args.dataset, last))
-    return fits

@@ -1,4 +1,4 @@
-"""Files shared between scripts, in the authors' formats (SPEC "Formats").
+"""Files shared between scripts, in the authors' formats, so their published records load as ours do.
 
 - `<record_dir>/<save>_<k>.csv`: one row per recorded pruning step, surviving units per gated layer.
 - `<record_dir>/<save>.pk`: {"param": [[alpha_0, beta_0], ...]} (float64 arrays, one per iteration);
@@ -179,6 +179,29 @@ def read_prune_csv(path, num_layers=None):
     if len({len(r) for r in rows}) != 1 or (num_layers and len(rows[0]) != num_layers):
         raise UserError(f"{path}: rows must all have {num_layers or 'the same number of'} columns")
     return np.array(rows, dtype=np.int64)
+
+
+def morph_widths(name, record_dir, model, dataset, table, num_layers):
+    """(the 50 %-pruned widths MorphNet rescales, where they came from): the last row of the --morph
+    search record `name` (a run under record_dir, its .pk, or a .csv path), or, without a name,
+    table[(model, dataset)] (ratio_swipe.PRUNED_FILTERS, where users edit it)."""
+    if name:
+        if name.endswith(".csv"):
+            path = name
+        elif name.endswith(".pk"):
+            path = name[:-3] + "_0.csv"
+        else:
+            path = record_csv_path(record_dir, name, 0)
+        return [int(w) for w in read_prune_csv(path, num_layers)[-1]], path
+    if (model, dataset) not in table:
+        listed = ", ".join(f"{m}/{d}" for m, d in table)
+        raise UserError(f"--morph has no pruned widths for {model} on {dataset} (PRUNED_FILTERS in "
+                        f"ratio_swipe.py lists {listed}); run architecture_descent.py --morph --save NAME "
+                        f"and pass --prune_fname NAME")
+    widths = list(table[(model, dataset)])
+    if len(widths) != num_layers:
+        raise UserError(f"PRUNED_FILTERS[{(model, dataset)}] has {len(widths)} widths, {model} needs {num_layers}")
+    return widths, "PRUNED_FILTERS"
 
 
 def save_fits(path, fits, settings=None, budget="params"):

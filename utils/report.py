@@ -76,7 +76,7 @@ def default_record(model, dataset):
 
 
 def default_names(model, dataset):
-    """Result-file prefixes per method, the authors' naming (reference/README.md)."""
+    """Result-file prefixes per method: the names of the authors' published result files."""
     tag = DATASET_TAGS[dataset]
     series = "mobilenetv2_15_eff_tinyimagenet" if (model, dataset) == ("mobilenetv2", "tinyimagenet") \
         else f"{model}_10_eff_{tag}"
@@ -138,17 +138,17 @@ def neuralscale_widths(model, dataset, record_path, descent_idx, budget="params"
     fits = io.load_fits(record_path, num_layers=len(spec.DEFAULT_WIDTHS), budget=budget)
     alpha, beta = io.select_fit(fits, descent_idx, record_path)
     return lambda r: spec.prepare_filters(r, num_classes=num_classes, alpha=alpha, beta=beta,
-                                          descent_idx=descent_idx, budget=budget)
+                                          first_iteration=descent_idx == 0, budget=budget, method="neuralscale")
 
 
 def uniform_widths(model, dataset):
     spec, num_classes = MODELS[model], NUM_CLASSES[dataset]
-    return lambda r: spec.prepare_filters(r, num_classes=num_classes)
+    return lambda r: spec.prepare_filters(r, num_classes=num_classes, method="uniform")
 
 
 def morph_widths(model, dataset, pruned):
     spec, num_classes = MODELS[model], NUM_CLASSES[dataset]
-    return lambda r: spec.prepare_filters(r, num_classes=num_classes, pruned_widths=list(pruned))
+    return lambda r: spec.prepare_filters(r, num_classes=num_classes, pruned_widths=list(pruned), method="morph")
 
 
 def try_record(path, why, log):
@@ -480,7 +480,7 @@ def add_output_args(parser):
     parser.add_argument("--json", action="store_true", help="one JSON object per method and ratio")
     parser.add_argument("--no_latency", action="store_true", help="do not measure latency")
     parser.add_argument("--no_figs", action="store_true", help="do not write figures")
-    add_common_args(parser)
+    add_common_args(parser, outputs=("record_dir", "plots_dir", "figs_dir"))
 
 
 def checked_ratios(args, dataset):

@@ -160,7 +160,20 @@ def resource_counter(model_name, resource, num_classes, convcut=False):
     return lambda widths: params.count_params(model_name, widths, num_classes, exact=True, convcut=convcut)
 
 
-def select_for_resource(model, template, ratio, target, count, *, resource, alpha, beta, pruned_widths,
+def method_of(method, alpha, pruned_widths):
+    """The width rule: `method` ("neuralscale", "morph" or "uniform") when given, checked against the
+    inputs it needs; without one, the rule the inputs name (alpha: NeuralScale, pruned widths: morph)."""
+    if method is None:
+        return "neuralscale" if alpha is not None else "morph" if pruned_widths is not None else "uniform"
+    needs = {"neuralscale": alpha, "morph": pruned_widths, "uniform": ()}
+    if method not in needs:
+        raise ValueError(f"unknown width rule {method!r}")
+    if needs[method] is None:
+        raise ValueError(f"the {method} width rule needs its {'fit' if method == 'neuralscale' else 'pruned widths'}")
+    return method
+
+
+def select_for_resource(model, template, ratio, target, count, *, method, resource, alpha, beta, pruned_widths,
                         search, small_width_rules):
     """Widths for a MACs budget, or for an absolute budget (`target`; else the uniform network's
     count at `ratio`), all met within 0.5 % (see meet_budget). Same precedence as select_widths; a flat
@@ -169,19 +182,18 @@ def select_for_resource(model, template, ratio, target, count, *, resource, alph
     of a tiny network with all widths >= 10 is often out of reach, and the search prunes it anyway."""
     absolute = target is not None
     goal = target if absolute else count(uniform(template, ratio))
-    if alpha is not None and any(beta):
+    if method == "neuralscale" and any(beta):
         # x = ln(tau); widths grow with tau. The upper end grows until it is over the budget.
         widths = meet_budget(lambda x: power_law(alpha, beta, math.exp(x)), 0.0,
                              math.log(max(goal, 2.0)), goal, count, grow=lambda x: x + 10)
-    elif alpha is None and pruned_widths is None and not absolute:
+    elif method == "uniform" and not absolute:
         widths = uniform(template, ratio)
     else:  # x = one scale factor for every width
-        base = np.asarray(alpha if alpha is not None else pruned_widths if pruned_widths is not None
-                          else template, dtype=np.float64)
+        base = np.asarray({"neuralscale": alpha, "morph": pruned_widths}.get(method, template), dtype=np.float64)
         widths = meet_budget(lambda x: base * x, 0.0, 1.0, goal, count, grow=lambda x: 2 * x)
     if widths is None:
         fail(model, ratio, goal, f"none within {REL_TOLERANCE:.1%}", resource, absolute)
-    if search and small_width_rules and alpha is not None:
+    if search and small_width_rules and method == "neuralscale":
         widths = bump_small(widths)
     return check_widths(widths, model, ratio, goal)
 
@@ -216,8 +228,13 @@ def meet_budget(raw, lo, hi, target, count, *, grow, rel_tolerance=REL_TOLERANCE
              if c and abs(c - target) <= rel_tolerance * target]
     if close:
         return min(close, key=lambda pair: pair[0])[1]
-    floats = np.asarray(raw(lo))
-    widths, upper, lower = under, (1 + rel_tolerance) * target, (1 - rel_tolerance) * target
+    return top_up(under, np.asarray(raw(lo)), target, count, rel_tolerance)
+
+
+def top_up(widths, floats, target, count, rel_tolerance):
+    """meet_budget's last resort: add units to `widths` (under the budget) until the count is within the
+    tolerance: largest fractional part of `floats` first, then the cheapest single units; or None."""
+    upper, lower = (1 + rel_tolerance) * target, (1 - rel_tolerance) * target
 
     def plus_one(layer):
         trial = list(widths)
@@ -248,7 +265,7 @@ def counter(formula_params, exact_params, num_classes, exact, convcut):
     return lambda widths: formula_params(widths, num_classes)
 
 
-def select_widths(model, template, ratio, target, count, *, alpha, beta, pruned_widths, search, exact,
+def select_widths(model, template, ratio, target, count, *, method, alpha, beta, pruned_widths, search, exact,
                   tau_search, small_width_rules):
     """The authors' order of precedence: NeuralScale (alpha, beta), then pruned-uniform (--morph),
     then uniform scaling. `tau_search(alpha, beta)` is the model's own descent on tau.
@@ -257,21 +274,55 @@ def select_widths(model, template, ratio, target, count, *, alpha, beta, pruned_
     +10 on widths below 10, and the +10 rule also applies during the search (search=True).
     """
     finish = bump_small if search and small_width_rules else (lambda w: w)
-    if alpha is not None and small_width_rules and not any(beta):
+    neuralscale = method == "neuralscale"
+    if neuralscale and small_width_rules and not any(beta):
         widths = ratio_search(alpha, target, count, **FALLBACK)
         widths = widths and bump_small(widths)
-    elif alpha is not None and exact and any(beta):
+    elif neuralscale and exact and any(beta):
         widths = tau_bisection(alpha, beta, target, count, finish)
-    elif alpha is not None:
+    elif neuralscale:
         widths = tau_search(alpha, beta)
         widths = widths and finish(widths)
-    elif pruned_widths is not None:
+    elif method == "morph":
         widths = ratio_search(pruned_widths, target, count, **MORPH)
     else:
         widths = uniform(template, ratio)
     if widths is None:
         fail(model, ratio, target, "the search did not converge")
     return check_widths(widths, model, ratio, target)
+
+
+def width_rule(name, template, formula_params, exact_params, *, tau_search, small_width_rules,
+               unrounded_budget, default_classes=10):
+    """A model's prepare_filters, configured by its quirks: tau_search(alpha, beta, target, count,
+    first_iteration) is its own descent on tau; unrounded_budget: the authors' budget is the formula
+    count of the unrounded scaled widths (VGG, ResNet18), else of the truncated uniform ones."""
+
+    def prepare_filters(ratio=None, *, num_classes=default_classes, alpha=None, beta=None, pruned_widths=None,
+                        search=False, first_iteration=False, exact=False, convcut=False, budget="params",
+                        target=None, method=None):
+        """The flat width list: the default (ratio None), or by `method` (select_widths): "neuralscale"
+        (alpha, beta), "morph" (pruned_widths rescaled) or "uniform"; without a method, the rule the given
+        inputs name. first_iteration: the fit is a first iteration's (ResNet18's tolerance depends on it).
+        budget="macs" or an absolute `target` (in that resource, instead of the ratio) leave the authors'
+        loops for select_for_resource; "params" with a ratio is the authors'."""
+        if ratio is None and target is None:
+            return list(template)
+        method = method_of(method, alpha, pruned_widths)
+        options = {"method": method, "alpha": alpha, "beta": beta, "pruned_widths": pruned_widths, "search": search,
+                   "small_width_rules": small_width_rules}
+        if budget != "params" or target is not None:  # beyond the paper
+            count = resource_counter(name, budget, num_classes, convcut)
+            return select_for_resource(name, template, ratio, target, count, resource=budget, **options)
+        count = counter(formula_params, exact_params, num_classes, exact, convcut)
+        if unrounded_budget and not exact:
+            target = formula_params([w * ratio for w in template], num_classes)
+        else:
+            target = count(uniform(template, ratio))
+        return select_widths(name, template, ratio, target, count, exact=exact, **options,
+                             tau_search=lambda a, b: tau_search(a, b, target, count, first_iteration))
+
+    return prepare_filters
 
 
 def tau_bisection(alpha, beta, target, count, finish, *, rel_tolerance=0.005):

@@ -33,9 +33,56 @@ from model.gate import Gate
 from utils import accel
 from utils.cli import UserError
 
-SCHEDULES = ("cifar", "tiny", "search", "tiny_search", "constant")
-CIFAR_EPOCHS, CIFAR_MILESTONES = 300, (100, 200, 250)  # x0.1 at each milestone
-TINY_EPOCHS, TINY_STEP = 150, 50  # x0.1 every 50 epochs
+_SGD = {
+    "lr": 0.1,               # initial learning rate (paper Sec. 4)
+    "momentum": 0.5,         # SGD momentum (paper Sec. 4)
+    "weight_decay": 5e-4,    # SGD weight decay, on every parameter but the gates (paper Sec. 4)
+}
+_SEARCH = {
+    **_SGD,
+    "epochs": 300,           # epochs, at most, per descent iteration; pruning ends it sooner (authors' code)
+    "warmup": 10,            # epochs of training before pruning starts (paper Sec. 3.1, "pre-training epochs")
+    "prune_per_step": 10,    # units removed per pruning step, globally (authors' code)
+}
+# The training recipes, one per script family; every flag default and schedule reads them from here.
+RECIPES = {
+    "search_cifar": {        # architecture_descent.py (paper Sec. 3.1, 3.3, 4)
+        **_SEARCH,
+        "batch_size": 256,   # images per minibatch (authors' code)
+        "prune_every": 50,   # minibatches per pruning window (authors' code)
+        "schedule": "search",  # x0.1 after the warm-up, then /1.5 every 10 epochs (authors' code)
+    },
+    "search_tiny": {         # imagenet_architecture_descent.py (authors' code)
+        **_SEARCH,
+        "batch_size": 100,   # images per minibatch
+        "prune_every": 100,  # minibatches per pruning window
+        "schedule": "tiny_search",
+    },
+    "scratch_cifar": {       # ratio_swipe.py, train_norm.py on CIFAR-like data (paper Sec. 4)
+        **_SGD,
+        "epochs": 300,       # epochs
+        "batch_size": 128,   # images per minibatch (authors' code)
+        "milestones": (100, 200, 250),  # epochs at which the LR is multiplied by 0.1 (paper Sec. 4)
+        "schedule": "cifar",
+    },
+    "scratch_tiny": {        # imagenet_ratio_swipe.py, train_norm.py on TinyImageNet (paper Sec. 4)
+        **_SGD,
+        "epochs": 150,       # epochs
+        "batch_size": 128,   # images per minibatch (authors' code)
+        "step": 50,          # the LR is multiplied by 0.1 every this many epochs (paper Sec. 4)
+        "schedule": "tiny",
+    },
+    "fine_tune": {           # fine_tune.py, the Li et al. baseline (paper Sec. 4.2)
+        **_SGD,
+        "lr": 0.001,         # constant learning rate (paper Sec. 4.2)
+        "epochs": 40,        # epochs on CIFAR-like data (paper Sec. 4.2)
+        "tiny_epochs": 20,   # epochs on TinyImageNet (paper Sec. 4.2)
+        "batch_size": 128,   # images per minibatch (authors' code)
+        "schedule": "constant",
+    },
+}
+CIFAR_EPOCHS, CIFAR_MILESTONES = RECIPES["scratch_cifar"]["epochs"], RECIPES["scratch_cifar"]["milestones"]
+TINY_EPOCHS, TINY_STEP = RECIPES["scratch_tiny"]["epochs"], RECIPES["scratch_tiny"]["step"]
 SEARCH_DECAY, SEARCH_EVERY = 1.5, 10  # the search divides the LR by 1.5 every 10 epochs
 
 
@@ -75,7 +122,7 @@ def trainable_parameters(model):
     return [p for p in model.parameters() if id(p) not in gate_params]
 
 
-def make_optimizer(model, lr, momentum=0.5, weight_decay=5e-4):
+def make_optimizer(model, lr, momentum=_SGD["momentum"], weight_decay=_SGD["weight_decay"]):
     # Weight decay applies to BN affine parameters and biases too, as in the authors' code.
     return torch.optim.SGD(trainable_parameters(model), lr=lr, momentum=momentum,
                            weight_decay=weight_decay)
@@ -86,7 +133,7 @@ def set_lr(optimizer, lr):
         group["lr"] = lr
 
 
-def lr_for_epoch(schedule, epoch, base_lr=0.1, warmup=10, scale_to=None):
+def lr_for_epoch(schedule, epoch, base_lr=_SGD["lr"], warmup=_SEARCH["warmup"], scale_to=None):
     """Learning rate for a 1-based epoch, as the authors' adjust_learning_rate* functions set it.
 
     cifar:  base, x0.1 at epochs 100, 200 and 250.
