@@ -61,6 +61,7 @@ def test_precisions():
     for precision in ("fp32", "tf32"):
         with accel.autocast(CPU, precision):
             assert not torch.is_autocast_enabled("cpu")
+    accel.set_precision(CPU, "tf32")  # a no-op off CUDA
     with pytest.raises(ValueError):
         accel.autocast(CPU, "fp16")
     with pytest.raises(ValueError):

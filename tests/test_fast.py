@@ -229,19 +229,6 @@ def test_every_training_script_takes_precision_and_bn_init(script, monkeypatch, 
     assert "--bn_init {uniform,ones}" in help_text and "--amp" not in help_text
 
 
-def test_precision_settings():
-    from utils import accel
-    assert accel.PRECISIONS == ("fp32", "tf32", "bf16")
-    with accel.autocast(CPU, "bf16"):
-        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
-    for precision in ("fp32", "tf32"):
-        with accel.autocast(CPU, precision):
-            assert not torch.is_autocast_enabled("cpu")
-    accel.set_precision(CPU, "tf32")  # a no-op off CUDA
-    with pytest.raises(ValueError):
-        accel.autocast(CPU, "fp16")
-
-
 @CUDA
 def test_fp32_is_strict_on_cuda():
     from utils import accel
