@@ -32,7 +32,11 @@ DEMO_DATA = --model vgg --dataset FashionMNIST --subset $(DEMO_SUBSET) $(DEMO_DI
 DEMO_SEARCH = $(DEMO_DATA) --seed 0 --search_ratio $(DEMO_SEARCH_RATIO) --warmup $(DEMO_WARMUP) \
 	--batch-size $(DEMO_SEARCH_BATCH) --prune_every $(DEMO_PRUNE_EVERY) --prune_per_step $(DEMO_PRUNE_PER_STEP)
 DEMO_SWIPE = $(DEMO_DATA) --test_subset $(DEMO_TEST_SUBSET) --batch-size $(DEMO_BATCH) --epochs $(DEMO_EPOCHS) --scale_schedule \
-	--ratios $(DEMO_RATIOS)
+	--ratios $(DEMO_RATIOS) --no_latency
+# The three methods of a seed train at once, one thread each: the networks are small, so two cores do
+# more as two processes than as one process's two threads. Latency is measured afterwards, on a quiet
+# machine, by plot_ratio.py: once per width configuration (kept in saved_plots/latency_cache/).
+DEMO_PARALLEL = OMP_NUM_THREADS=1
 
 # The test-only packages (pytest) come from requirements-test.txt, installed by `make test` only.
 TEST_INSTALLED ?= $(VENV)/.installed-test
@@ -83,11 +87,12 @@ demo: data $(INSTALLED)
 	$(PY) architecture_descent.py $(DEMO_SEARCH) --iterations $(DEMO_ITERATIONS) --save fmnist_search
 	$(PY) architecture_descent.py $(DEMO_SEARCH) --morph --save fmnist_morph
 	for seed in $(DEMO_SEEDS); do \
-	  $(PY) ratio_swipe.py $(DEMO_SWIPE) --seed $$seed --uniform --save vgg_uni_fmnist_$$seed && \
-	  $(PY) ratio_swipe.py $(DEMO_SWIPE) --seed $$seed --morph --prune_fname fmnist_morph \
-	    --save vgg_pruned_fmnist_$$seed && \
-	  $(PY) ratio_swipe.py $(DEMO_SWIPE) --seed $$seed --prune_fname fmnist_search \
-	    --descent_idx $(DEMO_LAST_IDX) --save vgg_late_fmnist_$$seed || exit 1; \
+	  $(DEMO_PARALLEL) $(PY) ratio_swipe.py $(DEMO_SWIPE) --seed $$seed --uniform --save vgg_uni_fmnist_$$seed & u=$$!; \
+	  $(DEMO_PARALLEL) $(PY) ratio_swipe.py $(DEMO_SWIPE) --seed $$seed --morph --prune_fname fmnist_morph \
+	    --save vgg_pruned_fmnist_$$seed & m=$$!; \
+	  $(DEMO_PARALLEL) $(PY) ratio_swipe.py $(DEMO_SWIPE) --seed $$seed --prune_fname fmnist_search \
+	    --descent_idx $(DEMO_LAST_IDX) --save vgg_late_fmnist_$$seed & n=$$!; \
+	  failed=0; for pid in $$u $$m $$n; do wait $$pid || failed=1; done; [ $$failed = 0 ] || exit 1; \
 	done
 	$(PY) plot_ratio.py --model vgg --dataset FashionMNIST $(DEMO_DIRS) --ratios $(DEMO_RATIOS) \
 	  --seeds $(DEMO_SEEDS) --methods uniform morphnet neuralscale_it15 \
