@@ -1,5 +1,6 @@
 """`make demo` (issue 7) at a tiny scale: the Makefile's own chain on Fashion-MNIST IDX files written
 here, every stage's output checked, a second run that reuses everything, and the offline failure."""
+import json
 import os
 import shutil
 import subprocess
@@ -82,16 +83,18 @@ def test_demo_chain_runs_every_stage_and_resumes(tmp_path):
     assert table[0].split("|")[3:6] == [" Params ", " MACs ", " Latency "]
     rows = {line.split("|")[1].strip(): line.split("|")[3:6] for line in table[2:]}
     assert set(rows) == {"Uniform Scale (Baseline)", "MorphNet (Taylor-FO)", "NeuralScale (Iteration = 2)"}
+    latencies = {}
     for stem, label in (("vgg_uni_fmnist", "Uniform Scale (Baseline)"),
                         ("vgg_pruned_fmnist", "MorphNet (Taylor-FO)"),
                         ("vgg_late_fmnist", "NeuralScale (Iteration = 2)")):
         result = curves[stem, 0]
         assert result["macs"] == count_macs("vgg", result["widths"], 10, 32)
         assert rows[label][1].strip() == f"{result['macs'] / 1e6:.2f}M"
-        # Latency measured once per configuration: both seeds carry the same number, the table shows it.
-        assert result["latency_ms"] == curves[stem, 1]["latency_ms"] > 0
-        assert rows[label][2].strip() == f"{result['latency_ms']:.2f}ms"
-    assert len(list((demo / "saved_plots" / "latency_cache").glob("*.json"))) == 3
+        # The parallel swipes skip latency; plot_ratio measures it once per configuration, quietly.
+        assert result["latency_ms"] is None is curves[stem, 1]["latency_ms"]
+        latencies[label] = rows[label][2].strip()
+    cache = [json.loads(path.read_text()) for path in (demo / "saved_plots" / "latency_cache").glob("*.json")]
+    assert len(cache) == 3 and sorted(f"{entry['latency_ms']:.2f}ms" for entry in cache) == sorted(latencies.values())
     for name in ("param_acc_vgg_FashionMNIST", "macs_acc_vgg_FashionMNIST", "latency_acc_vgg_FashionMNIST"):
         for ext in ("png", "pdf"):
             assert (demo / "figs" / f"{name}.{ext}").stat().st_size > 5000
