@@ -49,23 +49,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def budget_points(args):
-    """[(ratio, target)]: the ratios, or the absolute budgets of --target_* (one of each pair None)."""
-    args.budget = scaling.resolve_budget(args.budget, args.target_params, args.target_macs)
-    given = args.target_params if args.target_params is not None else args.target_macs
-    if given is not None:
-        if args.ratios:
-            raise UserError(f"give --ratios or --target_{args.budget}, not both")
-        return [(None, scaling.parse_count(t, f"--target_{args.budget}")) for t in given]
-    ratios = args.ratios or (TINY_RATIOS if args.dataset == "tinyimagenet" else CIFAR_RATIOS)
-    check_ratios(ratios)
-    return [(r, None) for r in ratios]
-
-
 def configurations(args):
     """Yield (descent_idx, ratio, target, widths) for every requested row."""
     spec, num_classes = MODELS[args.model], NUM_CLASSES[args.dataset]
-    points = budget_points(args)
+    _, ratios, targets = scaling.budget_points(
+        args, TINY_RATIOS if args.dataset == "tinyimagenet" else CIFAR_RATIOS)
+    points = [(None, t) for t in targets] if targets is not None else [(r, None) for r in check_ratios(ratios)]
     common = dict(num_classes=num_classes, exact=args.exact, convcut=args.convcut, budget=args.budget,
                   method=args.method)
     if args.method == "uniform":

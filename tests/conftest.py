@@ -1,5 +1,6 @@
 """Shared test helpers: the repository root, the authors' reference data, running scripts."""
 import gzip
+import importlib.util
 import os
 import subprocess
 import sys
@@ -59,3 +60,11 @@ def write_fashion_mnist(folder, n_train=20, n_test=9, gz=True):
     for name, array in arrays.items():
         write_idx(os.path.join(folder, name + (".gz" if gz else "")), array)
     return arrays
+
+
+def load_bench(name):
+    """bench/<name>.py as a module (bench/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -10,7 +10,7 @@ import torchvision.transforms as T
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from conftest import write_fashion_mnist, write_idx
+from conftest import write_fashion_mnist
 from utils import data as D
 from utils.cli import UserError
 

@@ -1,6 +1,6 @@
 """Fast training: both loaders train to the same accuracy, the CUDA speed settings keep the arithmetic,
 and the throughput benchmark runs. (The fast loader's augmentation itself is tested in test_data.py.)"""
-import importlib.util
+import importlib
 import json
 import re
 import warnings
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO, run_script
+from conftest import load_bench, run_script
 from model import build_model, get_spec
 from utils import data as D
 from utils import train
@@ -179,15 +179,8 @@ def test_no_per_batch_synchronisation():
 # ---------------------------------------------------------------------------------------------------
 # The benchmark.
 
-def _bench_module():
-    spec = importlib.util.spec_from_file_location("train_throughput", REPO / "bench" / "train_throughput.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_flop_count_of_vgg11_matches_the_hand_count():
-    bench = _bench_module()
+    bench = load_bench("train_throughput")
     widths = get_spec("vgg").DEFAULT_WIDTHS
     sides = (32, 16, 8, 8, 4, 4, 2, 2)  # each conv's output side (a pool follows convs 0, 1, 3, 5, 7)
     expected, c_in = 0, 3

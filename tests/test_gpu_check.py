@@ -1,22 +1,14 @@
 """bench/gpu_check.py on the CPU: --help, checks (a)-(c) on small settings, its verdicts and exit status."""
 import contextlib
-import importlib.util
 import re
 
 import pytest
 
-from conftest import REPO, assert_one_line_error, run_script
+from conftest import assert_one_line_error, load_bench, run_script
 from utils.cli import UserError
 
 SMALL = ("--device", "cpu", "--threads", "1", "--ratio", "0.125", "--images", "32", "--batch-size", "16",
          "--minibatches", "6", "--steps", "1", "--reps", "1", "--descent-steps", "1", "--descent-batch-size", "32")
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "bench" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_help_works_without_a_gpu():
@@ -45,7 +37,7 @@ def test_all_checks_run_on_the_cpu_on_small_settings():
 def test_a_failing_check_fails_the_run(monkeypatch, capsys):
     """A check that finds a problem, or crashes, prints FAIL and makes the exit status 1; (d) and (e)
     only report."""
-    gpu_check = _module()
+    gpu_check = load_bench("gpu_check")
 
     def broken(args, device):
         raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore detail")
@@ -64,7 +56,7 @@ def test_a_failing_check_fails_the_run(monkeypatch, capsys):
 
 
 def test_b_fails_when_bf16_does_not_run(monkeypatch, capsys):
-    gpu_check = _module()
+    gpu_check = load_bench("gpu_check")
     monkeypatch.setattr(gpu_check.accel, "autocast", lambda device, precision: contextlib.nullcontext())
     with pytest.raises(SystemExit):
         gpu_check.main(["--device", "cpu", "--checks", "b", "--models", "vgg", "--ratio", "0.125",
@@ -74,7 +66,7 @@ def test_b_fails_when_bf16_does_not_run(monkeypatch, capsys):
 
 
 def test_report_checks_do_not_set_the_exit_status(monkeypatch, capsys):
-    gpu_check = _module()
+    gpu_check = load_bench("gpu_check")
     monkeypatch.setitem(gpu_check.CHECKS, "d", lambda args, device: (None, "speedup 3.00x"))
     monkeypatch.setitem(gpu_check.CHECKS, "e", lambda args, device: (_ for _ in ()).throw(ValueError("x")))
     gpu_check.main(["--device", "cpu", "--checks", "de"])  # returns: no SystemExit
@@ -90,5 +82,5 @@ def test_bad_argument_is_a_one_line_error():
                                   ["--ratio", "0"], ["--images", "50001"], ["--device", "cuda:7x"]])
 def test_bad_arguments_are_refused_before_any_work(args, capsys):
     with pytest.raises(UserError):
-        _module().main(["--device", "cpu", *args])
+        load_bench("gpu_check").main(["--device", "cpu", *args])
     assert capsys.readouterr().out == ""

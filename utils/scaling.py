@@ -60,6 +60,18 @@ def resolve_budget(budget, target_params=None, target_macs=None):
     return implied or budget or "params"
 
 
+def budget_points(args, default_ratios):
+    """Resolve --budget, --ratios and --target_*: (resource, ratios, targets), one of the last two
+    None. The flags' resource must agree with --budget (see resolve_budget)."""
+    args.budget = resolve_budget(args.budget, args.target_params, args.target_macs)
+    given = args.target_params if args.target_params is not None else args.target_macs
+    if given is None:
+        return args.budget, [float(r) for r in (args.ratios or default_ratios)], None
+    if args.ratios:
+        raise UserError(f"give --ratios or --target_{args.budget}, not both")
+    return args.budget, None, [parse_count(text, f"--target_{args.budget}") for text in given]
+
+
 def uniform(template, ratio):
     """Every width times the ratio, truncated (the authors' int())."""
     return [int(w * ratio) for w in template]

@@ -103,18 +103,6 @@ def add_swipe_args(parser, ratios):
                              "of the authors' formula (--budget params at a ratio)")
 
 
-def budget_points(args):
-    """Resolve --budget, --ratios and --target_*: (resource, ratios, targets), one of the last two
-    None. The flags' resource must agree with --budget (see scaling.resolve_budget)."""
-    args.budget = scaling.resolve_budget(args.budget, args.target_params, args.target_macs)
-    given = args.target_params if args.target_params is not None else args.target_macs
-    if given is None:
-        return args.budget, [float(r) for r in (args.ratios or args.default_ratios)], None
-    if args.ratios is not None:
-        raise UserError(f"give --ratios or --target_{args.budget}, not both")
-    return args.budget, None, [scaling.parse_count(text, f"--target_{args.budget}") for text in given]
-
-
 # -- width plans --------------------------------------------------------------------------------------
 
 def choose_method(args):
@@ -217,7 +205,7 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
     device = resolve_device(args.device)
     method = choose_method(args)
     num_classes = NUM_CLASSES[args.dataset]
-    budget, ratios, targets = budget_points(args)
+    budget, ratios, targets = scaling.budget_points(args, args.default_ratios)
     plans, info = plan_widths(args, method, ratios, num_classes, pruned_filters, budget, targets)
     todo = pending(args, method, budget, plans, targets)
     if not todo:
