@@ -54,8 +54,9 @@ def latency_cache_dir(plots_dir):
 
 
 def device_name(device):
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+    """The GPU's name (utils.accel), else the CPU's model name."""
+    if accel.is_cuda(device):
+        return accel.device_name(device)
     with contextlib.suppress(OSError):
         with open("/proc/cpuinfo") as f:
             for line in f:
