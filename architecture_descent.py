@@ -9,7 +9,7 @@ CPU smoke run (seconds):
   python architecture_descent.py --dataset synthetic --subset 256 --batch-size 32 --warmup 1 \
       --iterations 2 --prune_every 1 --prune_per_step 100 --device cpu --save demo
 """
-from utils.cli import CIFAR_LIKE, run_main
+from utils.base import CIFAR_LIKE, run_main
 from utils.descent import script_main
 
 

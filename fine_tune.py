@@ -14,7 +14,8 @@ import os
 from model import build_model, get_spec
 from model.gate import Gate
 from utils import accel, io, oneshot, run, swipe
-from utils.cli import CIFAR_LIKE, UserError, log, make_parser, resolve_device, run_main
+from utils.base import CIFAR_LIKE, UserError, log, resolve_device, run_main
+from utils.cli import make_parser
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import actual_params, count_macs, count_params
 from utils.train import RECIPES, evaluate, load_checkpoint, prepare_model, set_seed

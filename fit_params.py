@@ -11,8 +11,8 @@ import numpy as np
 
 from model import MODELS, get_spec
 from utils import io
-from utils.cli import (UserError, add_budget_arg, check_pair, check_run_name, make_parser, run_main,
-                       writable_dir)
+from utils.base import UserError, check_run_name, run_main, writable_dir
+from utils.cli import add_budget_arg, check_pair, make_parser
 from utils.data import NUM_CLASSES
 from utils.descent import param_pk_path
 from utils.fit import fit_power_law

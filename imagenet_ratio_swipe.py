@@ -4,7 +4,7 @@ The same engine as ratio_swipe.py (utils/swipe.py); the --morph lists are ratio_
 """
 from ratio_swipe import PRUNED_FILTERS
 from utils import swipe
-from utils.cli import run_main
+from utils.base import run_main
 
 DATASETS = ("tinyimagenet",)
 

@@ -17,8 +17,8 @@ import numpy as np
 from model import MODELS
 from utils import io
 from utils import scaling
-from utils.cli import (UserError, add_budget_arg, add_common_args, check_pair, check_ratios, check_widths,
-                       make_parser, run_main, writable_dir)
+from utils.base import UserError, check_ratios, check_widths, run_main, writable_dir
+from utils.cli import add_budget_arg, add_common_args, check_pair, make_parser
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import built_params, count_macs
 

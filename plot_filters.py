@@ -18,7 +18,8 @@ import numpy as np
 
 from model import MODELS
 from utils import io, report
-from utils.cli import UserError, add_common_args, check_pair, make_parser, run_main, writable_dir
+from utils.base import UserError, run_main, writable_dir
+from utils.cli import add_common_args, check_pair, make_parser
 from utils.data import NUM_CLASSES
 from utils.fit import fit_power_law
 

@@ -22,8 +22,9 @@ it was searched for: MACs for that one, parameters for the others.
 import functools
 
 from model import MODELS
-from utils import cli, io, report
-from utils.cli import UserError, check_pair, make_parser, run_main
+from utils import base, io, report
+from utils.base import UserError, run_main
+from utils.cli import check_pair, make_parser
 from utils.data import NUM_CLASSES
 
 NAME_FLAGS = {"uniform": "uniform_name", "morphnet": "morph_name", "neuralscale_it1": "early_name",
@@ -60,7 +61,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-log = functools.partial(cli.log, to="stderr")  # notes go to stderr: stdout holds the table
+log = functools.partial(base.log, to="stderr")  # notes go to stderr: stdout holds the table
 
 
 def morph_pruned(args):

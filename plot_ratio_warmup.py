@@ -18,8 +18,9 @@ Figures: <figs_dir>/param_pretrain_<model>_<dataset>.{png,pdf} and latency_pretr
 import functools
 
 from model import MODELS
-from utils import cli, io, report
-from utils.cli import UserError, check_pair, make_parser, run_main
+from utils import base, io, report
+from utils.base import UserError, run_main
+from utils.cli import check_pair, make_parser
 from utils.data import NUM_CLASSES
 
 PRETRAIN_EPOCHS = (0, 2, 5, 10, 30, 60)
@@ -45,7 +46,7 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-log = functools.partial(cli.log, to="stderr")  # notes go to stderr: stdout holds the table
+log = functools.partial(base.log, to="stderr")  # notes go to stderr: stdout holds the table
 
 
 def build_methods(args, dataset):

@@ -20,7 +20,7 @@ PRUNED_FILTERS = {
 
 # Everything below is the thin script; the engine is utils/swipe.py.
 from utils import swipe  # noqa: E402
-from utils.cli import CIFAR_LIKE, run_main  # noqa: E402
+from utils.base import CIFAR_LIKE, run_main  # noqa: E402
 
 
 

@@ -8,7 +8,8 @@ Epochs follow the authors' override: 300 (CIFAR-like, x0.1 at 100/200/250), 150 
 from model import build_model, get_spec
 from utils import io, run, swipe
 from utils.accel import set_precision
-from utils.cli import CIFAR_LIKE, log, make_parser, resolve_device, run_main
+from utils.base import CIFAR_LIKE, log, resolve_device, run_main
+from utils.cli import make_parser
 from utils.data import NUM_CLASSES
 from utils.train import RECIPES, prepare_model, set_seed
 

@@ -16,7 +16,9 @@ Departures from the authors' script, on purpose:
 """
 import os
 
-from utils.cli import UserError, make_parser, run_main
+from utils.base import UserError, run_main
+
+from utils.cli import make_parser
 
 VAL_PER_CLASS = 25  # authors: 25 of the 50 val images per class stay in val/
 

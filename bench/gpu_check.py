@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput  # noqa: E402
 from model import MODELS, build_model, gates_of, get_spec  # noqa: E402
 from utils import accel, train  # noqa: E402
-from utils.cli import UserError, default_device, log, make_parser, resolve_device, run_main  # noqa: E402
+from utils.base import UserError, default_device, log, resolve_device, run_main  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 from utils.data import NUM_CLASSES, SYNTHETIC_SIZES, get_loaders  # noqa: E402
 from utils.prune import TaylorFOPruner  # noqa: E402
 

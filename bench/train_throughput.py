@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python b
 
 from model import MODELS, build_model, gates_of, get_spec  # noqa: E402
 from utils import accel, train  # noqa: E402
-from utils.cli import UserError, default_device, log, make_parser, positive_int, resolve_device, run_main  # noqa: E402
+from utils.base import UserError, default_device, log, positive_int, resolve_device, run_main  # noqa: E402
+from utils.cli import make_parser  # noqa: E402
 from utils.data import IMAGE_SIZE, NUM_CLASSES, SYNTHETIC_SIZES, TorchvisionLoader, get_loaders  # noqa: E402
 from utils.descent import DEFAULT_FRACTION  # noqa: E402
 from utils.prune import TaylorFOPruner  # noqa: E402

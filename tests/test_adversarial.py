@@ -13,7 +13,7 @@ import torch
 from model import MODELS, build_model
 from test_identity import T, cli, dirs, files_under, one_line_error
 from utils import io, run
-from utils.cli import UserError
+from utils.base import UserError
 
 pytestmark = pytest.mark.slow  # scripts run end to end: `make test-fast` leaves them out
 

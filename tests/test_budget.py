@@ -9,7 +9,7 @@ import pytest
 from conftest import assert_one_line_error, run_script
 from model import MODELS
 from utils import io, scaling
-from utils.cli import UserError
+from utils.base import UserError
 from utils.fit import fit_power_law
 from utils.params import count_macs, count_params
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import write_fashion_mnist
 from utils import data as D
-from utils.cli import UserError
+from utils.base import UserError
 
 CIFAR10_TRAIN_MEAN = (125.3 / 255, 123.0 / 255, 113.9 / 255)
 CIFAR10_TRAIN_STD = (63.0 / 255, 62.1 / 255, 66.7 / 255)

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import REPO, write_fashion_mnist
 from utils import data as D
-from utils.cli import run_main
+from utils.base import run_main
 from utils.io import load_fits, load_pickle, read_prune_csv
 from utils.params import count_macs
 

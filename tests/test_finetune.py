@@ -7,7 +7,7 @@ from torch import nn
 from conftest import assert_one_line_error, run_script
 from model import MODELS, build_model, gates_of
 from utils import io, oneshot
-from utils.cli import UserError
+from utils.base import UserError
 from utils.params import count_macs, count_params
 from utils.train import load_checkpoint
 

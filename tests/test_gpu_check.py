@@ -5,7 +5,7 @@ import re
 import pytest
 
 from conftest import assert_one_line_error, load_bench, run_script
-from utils.cli import UserError
+from utils.base import UserError
 
 SMALL = ("--device", "cpu", "--threads", "1", "--ratio", "0.125", "--images", "32", "--batch-size", "16",
          "--minibatches", "6", "--steps", "1", "--reps", "1", "--descent-steps", "1", "--descent-batch-size", "32")

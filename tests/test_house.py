@@ -164,7 +164,7 @@ def test_out_dir_sets_the_four_folders_and_a_separate_flag_wins():
 
 def test_a_bad_count_is_one_error_line(capsys):
     parser = make_parser("test")
-    from utils.cli import positive_int
+    from utils.base import positive_int
     parser.add_argument("--epochs", type=positive_int, default=1)
     with pytest.raises(SystemExit) as stop:
         parser.parse_args(["--epochs", "0"])
@@ -185,3 +185,24 @@ def test_the_width_rule_is_explicit_and_checked():
         spec.prepare_filters(0.5, method="morph")
     with pytest.raises(ValueError, match="unknown width rule"):
         spec.prepare_filters(0.5, method="slim")
+
+
+def test_the_ground_layer_imports_nothing_of_ours_and_the_engine_no_flags():
+    """utils/base.py (errors, log, checks) is the ground: it imports no module of this project. The flag
+    layer, utils/cli.py, is imported only by what builds parsers (scripts, and the engines' script
+    mains in descent, swipe and report), never by the engine's lower modules."""
+    ours = {"utils", "model"}
+
+    def imports(path):
+        tree = ast.parse((REPO / path).read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                yield node.module
+            elif isinstance(node, ast.Import):
+                yield from (alias.name for alias in node.names)
+
+    assert [m for m in imports("utils/base.py") if m.split(".")[0] in ours] == []
+    parser_builders = {"utils/cli.py", "utils/descent.py", "utils/swipe.py", "utils/report.py"}
+    lower = [f"utils/{p.name}" for p in sorted((REPO / "utils").glob("*.py"))]
+    offenders = [p for p in lower if p not in parser_builders and "utils.cli" in set(imports(p))]
+    assert offenders == []

@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from utils import io, run, swipe
-from utils.cli import UserError, run_main
+from utils.base import UserError, run_main
 
 pytestmark = pytest.mark.slow  # scripts run end to end: `make test-fast` leaves them out
 

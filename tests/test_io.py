@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from utils import io
-from utils.cli import UserError
+from utils.base import UserError
 
 
 class _RunsCode:

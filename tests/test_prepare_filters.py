@@ -10,7 +10,7 @@ import pytest
 from model import MODELS
 from ratio_swipe import PRUNED_FILTERS
 from utils import io
-from utils.cli import UserError
+from utils.base import UserError
 from utils.scaling import BudgetError
 
 VGG = MODELS["vgg"]

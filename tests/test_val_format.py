@@ -11,7 +11,7 @@ from PIL import Image
 
 import val_format
 from utils import data as D
-from utils.cli import UserError
+from utils.base import UserError
 
 SCRIPT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "val_format.py")
 WNIDS = ("n02", "n01", "n03")  # ImageFolder indexes them sorted: n01 -> 0, n02 -> 1, n03 -> 2

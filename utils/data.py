@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from utils import accel
-from utils.cli import UserError
+from utils.base import UserError
 from utils.io import NumpyOnlyUnpickler
 
 # ---------------------------------------------------------------------------------------------------

@@ -23,8 +23,9 @@ import numpy as np
 
 from model import build_model, gates_of, get_spec
 from utils import accel, data, io, train
-from utils.cli import (UserError, add_budget_arg, add_training_args, check_pair, check_positive, check_run_name,
-                       log, make_parser, positive_int, resolve_device, writable_dir)
+from utils.base import (UserError, check_positive, check_run_name, log, positive_int, resolve_device,
+                        writable_dir)
+from utils.cli import add_budget_arg, add_training_args, check_pair, make_parser
 from utils.fit import MIN_ROWS, fit_power_law
 from utils.params import count_macs, count_params
 from utils.prune import TaylorFOPruner

@@ -8,7 +8,7 @@ with an explicit inverse, which reproduces their stored alpha/beta to ~1e-17.
 """
 import numpy as np
 
-from utils.cli import UserError
+from utils.base import UserError
 from utils.params import count_params
 from utils.scaling import resource_counter
 

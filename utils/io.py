@@ -23,7 +23,7 @@ import numbers
 
 import numpy as np
 
-from utils.cli import MAX_WIDTH, UserError
+from utils.base import MAX_WIDTH, UserError
 
 # numpy 2 renamed numpy.core to numpy._core. numpy 1.26.1 added a partial numpy._core shim (multiarray,
 # no numeric), so the fallback goes by ImportError, not by version.

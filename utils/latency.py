@@ -82,7 +82,7 @@ def cached_latency(cache_dir, model, device, image_size, **protocol):
     the milliseconds (one file per configuration: concurrent runs never rewrite each other's)."""
     from model import architecture
     from utils import io
-    from utils.cli import UserError
+    from utils.base import UserError
     layout = "channels_last" if input_format(model) == torch.channels_last else "contiguous"
     key = latency_key(architecture(model), device, image_size, layout=layout, **protocol)
     text = json.dumps(key, sort_keys=True)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from model.gate import Gate
-from utils.cli import UserError
+from utils.base import UserError
 
 METHODS = ("l1", "slim")
 AUTHOR_CODES = {"0": "slim", "1": "l1"}  # the authors' --method 0 / 1

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from utils.cli import UserError
+from utils.base import UserError
 
 
 class TaylorFOPruner:

@@ -19,7 +19,8 @@ import numpy as np
 
 from model import MODELS
 from utils import io
-from utils.cli import UserError, add_common_args, check_ratios, check_widths, resolve_device, writable_dir
+from utils.base import UserError, check_ratios, check_widths, resolve_device, writable_dir
+from utils.cli import add_common_args
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import built_params, count_macs, count_params
 

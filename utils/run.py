@@ -25,7 +25,7 @@ import torch
 
 from model import architecture
 from utils import accel, io, scaling
-from utils.cli import UserError, log, writable_dir
+from utils.base import UserError, log, writable_dir
 from utils.data import IMAGE_SIZE, get_loaders
 from utils.latency import cached_latency, latency_cache_dir
 from utils.params import actual_params, count_macs

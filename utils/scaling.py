@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from utils.cli import UserError
+from utils.base import UserError
 
 MAX_SEARCH_STEPS = 1_000_000  # the authors' loops converge in at most ~60k steps on their data
 RESOURCES = ("params", "macs")

@@ -12,8 +12,9 @@ import numpy as np
 from model import build_model, get_spec
 from utils import accel, io, run, scaling
 from utils.accel import set_precision
-from utils.cli import (UserError, add_budget_arg, add_training_args, check_pair, check_positive, check_ratios,
-                       check_run_name, check_widths, log, make_parser, positive_int, resolve_device)
+from utils.base import (UserError, check_positive, check_ratios, check_run_name, check_widths, log, positive_int,
+                        resolve_device)
+from utils.cli import add_budget_arg, add_training_args, check_pair, make_parser
 from utils.data import NUM_CLASSES, TEST_ORDERS
 from utils.fit import MIN_ROWS
 from utils.params import actual_params

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from model.gate import Gate
 from utils import accel
-from utils.cli import UserError
+from utils.base import UserError
 
 _SGD = {
     "lr": 0.1,               # initial learning rate (paper Sec. 4)
