@@ -3,7 +3,8 @@
 Reads <record_dir>/<prune_fname>_<k>.csv for k = 0, 1, ... (consecutive, as many as exist, or
 --iterations), fits alpha and beta per layer (the authors' fit), rewrites
 <prune_fname>_param<k>.pk and <prune_fname>.pk, and prints the fits. --budget macs: tau is each row's
-MACs per image (as a search run with --budget macs), and the records say so.
+MACs per image (as a search run with --budget macs), and the records say so; --budget latency: each
+row's latency predicted on --device (the table cached under <record_dir>/latency_tables/).
 """
 import os
 
@@ -11,9 +12,9 @@ import numpy as np
 
 from model import MODELS, get_spec
 from utils import io
-from utils.base import UserError, check_run_name, run_main, writable_dir
-from utils.cli import add_budget_arg, check_pair, make_parser
-from utils.data import NUM_CLASSES
+from utils.base import UserError, check_run_name, default_device, run_main, writable_dir
+from utils.cli import add_budget_arg, check_pair, latency_cost, make_parser
+from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.descent import param_pk_path
 from utils.fit import fit_power_law
 
@@ -30,15 +31,16 @@ def parse_args():
                         help="fit iterations 0..N-1 (default: every consecutive CSV present)")
     parser.add_argument("--exact", action="store_true",
                         help="tau = the built network's exact parameter count (as a search run with --exact)")
-    add_budget_arg(parser)
+    add_budget_arg(parser, precision=True)
+    parser.add_argument("--device", default=default_device(), help="torch device of the latency budget")
     return parser.parse_args()
 
 
-def fit(path, rows, args):
+def fit(path, rows, args, cost=None):
     """(alpha, beta) of one record; a record that cannot be fitted is a UserError naming it."""
     try:
         alpha, beta = fit_power_law(rows, args.model, NUM_CLASSES[args.dataset], exact=args.exact,
-                                    budget=args.budget)
+                                    budget=args.budget, cost=cost)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
     except np.linalg.LinAlgError:  # every row has the same parameter count
@@ -73,7 +75,8 @@ def main():
         paths.append(path)
         k += 1
     records = [io.read_prune_csv(path, num_layers) for path in paths]
-    fits = [fit(path, rows, args) for path, rows in zip(paths, records)]  # every fit before any write
+    cost = latency_cost(args, NUM_CLASSES[args.dataset], IMAGE_SIZE[args.dataset])
+    fits = [fit(path, rows, args, cost) for path, rows in zip(paths, records)]  # every fit before any write
     writable_dir(args.record_dir)
     with np.printoptions(precision=6, linewidth=200):
         for k, (rows, (alpha, beta)) in enumerate(zip(records, fits)):

@@ -5,9 +5,11 @@
     python list_architecture.py --model mobilenetv2 --dataset CIFAR100 --prune_fname NAME --plot
     python list_architecture.py --model vgg --dataset CIFAR10 --target_params 1.5M
     python list_architecture.py --model vgg --dataset CIFAR10 --prune_fname NAME --budget macs
+    python list_architecture.py --model vgg --dataset CIFAR10 --target_latency 12ms --round_to 8
 
 `params` is the trainable parameter count of the network the widths build (gates excluded), `macs`
-its multiply-accumulates per image in the conv and linear layers at the data set's input size.
+its multiply-accumulates per image in the conv and linear layers at the data set's input size;
+with --budget latency also `latency_predicted_ms`, per batch of --latency_batch images on --device.
 """
 import json
 import os
@@ -18,7 +20,7 @@ from model import MODELS
 from utils import io
 from utils import scaling
 from utils.base import UserError, check_ratios, check_widths, run_main, writable_dir
-from utils.cli import add_budget_arg, add_common_args, check_pair, make_parser
+from utils.cli import add_budget_arg, add_common_args, add_round_to_arg, check_pair, latency_cost, make_parser
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import built_params, count_macs
 
@@ -40,7 +42,10 @@ def parse_args(argv=None):
                    help="instead of --ratios: absolute budgets in parameters, e.g. 1.5M (suffixes k, M, G)")
     p.add_argument("--target_macs", nargs="+", metavar="N",
                    help="instead of --ratios: absolute budgets in MACs per image, e.g. 300M")
-    add_budget_arg(p, default=None)
+    p.add_argument("--target_latency", nargs="+", metavar="MS",
+                   help="instead of --ratios: absolute budgets in predicted ms per batch on --device, e.g. 12ms")
+    add_budget_arg(p, default=None, precision=True)
+    add_round_to_arg(p)
     p.add_argument("--exact", action="store_true", help="tau search on the exact parameter count")
     p.add_argument("--convcut", action="store_true", help="all shortcuts convolutional")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -49,14 +54,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def configurations(args):
-    """Yield (descent_idx, ratio, target, widths) for every requested row."""
+def configurations(args, ratios, targets, cost=None):
+    """Yield (descent_idx, ratio, target, widths) for every requested ratio, or absolute budget in
+    `targets` (`cost`: the latency model of a latency budget)."""
     spec, num_classes = MODELS[args.model], NUM_CLASSES[args.dataset]
-    _, ratios, targets = scaling.budget_points(
-        args, TINY_RATIOS if args.dataset == "tinyimagenet" else CIFAR_RATIOS)
     points = [(None, t) for t in targets] if targets is not None else [(r, None) for r in check_ratios(ratios)]
     common = dict(num_classes=num_classes, exact=args.exact, convcut=args.convcut, budget=args.budget,
-                  method=args.method)
+                  method=args.method, cost=cost, round_to=args.round_to)
     if args.method == "uniform":
         for r, t in points:
             yield None, r, t, spec.prepare_filters(r, target=t, **common)
@@ -104,6 +108,32 @@ def plot(rows, args):
     return [f"{stem}.png", f"{stem}.pdf"]
 
 
+def point_name(ratio, target, budget):
+    if target is None:
+        return f"ratio {ratio:<5g}"
+    return f"target_latency {target:g}ms" if budget == "latency" else f"target_{budget} {target:,}"
+
+
+def print_row(args, idx, ratio, target, widths, cost):
+    """One configuration: a JSON object (--json) or a line of text."""
+    num_classes = NUM_CLASSES[args.dataset]
+    params = built_params(args.model, widths, num_classes, convcut=args.convcut)
+    macs = count_macs(args.model, widths, num_classes, IMAGE_SIZE[args.dataset], args.convcut)
+    latency = None if cost is None else round(float(cost(widths)), 4)
+    if args.json:
+        print(json.dumps({"model": args.model, "dataset": args.dataset, "method": args.method,
+                          "descent_idx": idx, "ratio": ratio, "widths": widths, "params": params,
+                          "macs": macs, "budget": args.budget,
+                          **({} if target is None else {"target": target}),
+                          **({} if latency is None else {"latency_predicted_ms": latency}),
+                          **({} if args.round_to == 1 else {"round_to": args.round_to})}))
+        return
+    where = f"iteration {idx + 1:2d} (descent_idx {idx:2d})  " if idx is not None else ""
+    predicted = "" if latency is None else f"  latency {latency:8.2f} ms (predicted)"
+    print(f"{where}{point_name(ratio, target, args.budget)} params {params:>12,}  MACs {macs:>14,}{predicted}  "
+          f"widths {widths}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     check_pair(args.model, args.dataset, tuple(NUM_CLASSES))
@@ -113,27 +143,18 @@ def main(argv=None):
         raise UserError("--method neuralscale needs --prune_fname (a search record)")
     if args.plot and args.method != "neuralscale":
         raise UserError("--plot draws iterations of a search record: give --prune_fname")
-    if args.plot and (args.target_params or args.target_macs):
-        raise UserError("--plot draws one panel per ratio; leave out --target_params/--target_macs")
+    if args.plot and (args.target_params or args.target_macs or args.target_latency):
+        raise UserError("--plot draws one panel per ratio; leave out --target_params/--target_macs/--target_latency")
+    _, ratios, targets = scaling.budget_points(args, TINY_RATIOS if args.dataset == "tinyimagenet" else CIFAR_RATIOS)
     if args.plot:
         writable_dir(args.figs_dir)
     num_classes = NUM_CLASSES[args.dataset]
-    rows = list(configurations(args))
+    cost = latency_cost(args, num_classes, IMAGE_SIZE[args.dataset], convcut=args.convcut)
+    rows = list(configurations(args, ratios, targets, cost))
     for idx, ratio, target, widths in rows:  # before building anything
-        where = f"ratio {ratio:g}" if target is None else f"target_{args.budget} {target:,}"
-        check_widths(widths, f"{args.model} at {where}")
+        check_widths(widths, f"{args.model} at {point_name(ratio, target, args.budget)}")
     for idx, ratio, target, widths in rows:
-        params = built_params(args.model, widths, num_classes, convcut=args.convcut)
-        macs = count_macs(args.model, widths, num_classes, IMAGE_SIZE[args.dataset], args.convcut)
-        if args.json:
-            print(json.dumps({"model": args.model, "dataset": args.dataset, "method": args.method,
-                              "descent_idx": idx, "ratio": ratio, "widths": widths, "params": params,
-                              "macs": macs, "budget": args.budget,
-                              **({} if target is None else {"target": target})}))
-        else:
-            where = f"iteration {idx + 1:2d} (descent_idx {idx:2d})  " if idx is not None else ""
-            point = f"ratio {ratio:<5g}" if target is None else f"target_{args.budget} {target:,}"
-            print(f"{where}{point} params {params:>12,}  MACs {macs:>14,}  widths {widths}")
+        print_row(args, idx, ratio, target, widths, cost)
     if args.plot:
         rows = [(idx, ratio, widths) for idx, ratio, _, widths in rows]
         for path in plot(rows, args):

@@ -161,8 +161,9 @@ def test_records_say_their_resource(tmp_path):
 def test_absolute_and_ratio_tags_never_collide():
     ratio_tags = {str(io.budget_tag(r / 100)) for r in range(1, 100_000)}
     absolute = {io.budget_tag(None, res, t) for res in scaling.RESOURCES for t in (1, 25, 1_500_000, 3e8)}
-    assert len(absolute) == 8 and not ratio_tags & absolute
+    assert len(absolute) == 4 * len(scaling.RESOURCES) and not ratio_tags & absolute
     assert io.budget_tag(None, "params", 1_500_000) == "params1500000"
+    assert io.budget_tag(None, "latency", 12.5) == "latency12.5ms"
 
 
 @pytest.mark.slow

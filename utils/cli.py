@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from utils.base import UserError, default_device, positive_int
+from utils.base import UserError, default_device, positive_int, resolve_device
 
 OUTPUT_DIRS = {"record_dir": "prune_record", "plots_dir": "saved_plots", "models_dir": "saved_models",
                "figs_dir": "savefigs"}
@@ -134,10 +134,41 @@ TRAINING_HELP = {
 }
 
 
-def add_budget_arg(parser, default="params"):
-    parser.add_argument("--budget", choices=("params", "macs"), default=default,
-                        help="the resource the search and fit scale to: parameters (the paper) or MACs per "
-                             "image (tau search by bisection, within 0.5 %%)")
+def add_budget_arg(parser, default="params", precision=False):
+    """--budget and the latency model's settings; precision=True also adds --precision, for a script
+    that does not train (the latency table's precision)."""
+    parser.add_argument("--budget", choices=("params", "macs", "latency"), default=default,
+                        help="the resource the search and fit scale to: parameters (the paper), MACs per "
+                             "image, or latency predicted on --device (utils/latency_model.py; measured once, "
+                             "then cached under RECORD_DIR/latency_tables/); beyond the paper, met by "
+                             "bisection within 0.5 %% (2 %% for latency)")
+    parser.add_argument("--latency_batch", type=positive_int, default=100,
+                        help="images per timed batch of the latency budget and measurement (the paper's 100)")
+    parser.add_argument("--latency_clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: elapsed time; cpu: this process's CPU time, which other jobs on a shared "
+                             "machine do not inflate (the CPU at one thread only, OMP_NUM_THREADS=1)")
+    if precision:
+        from utils.accel import PRECISIONS
+        parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                            help="arithmetic of the timed forward passes (bf16: bfloat16 autocast)")
+
+
+def add_round_to_arg(parser):
+    parser.add_argument("--round_to", type=positive_int, default=1,
+                        help="every width a multiple of N (8 and 16 suit most hardware), the budget still met "
+                             "by a search over rounded configurations; 1 keeps the authors' widths")
+
+
+def latency_cost(args, num_classes, input_size, convcut=False, log=None):
+    """--budget latency: widths -> the latency predicted on --device from the flags (the table loaded, or
+    measured once and cached beside the search records); None for the other budgets."""
+    if args.budget != "latency":
+        return None
+    from utils.latency_model import predictor, table_dir
+    return predictor(cache_dir=table_dir(args.record_dir), model=args.model, num_classes=num_classes,
+                     input_size=input_size, device=str(resolve_device(args.device)), precision=args.precision,
+                     batch=args.latency_batch, clock=args.latency_clock, convcut=convcut,
+                     **({} if log is None else {"log": log}))
 
 
 def add_precision_args(parser):

@@ -9,6 +9,9 @@ warm-up until the pruner is done, write the record `<save>_<k>.csv`, fit (alpha,
 --budget macs: the same search for a budget in MACs per image. Every iteration's network matches the
 MACs of the default network scaled by --search_ratio, and tau in the fit is each recorded row's MACs;
 the per-iteration and final records say "budget": "macs" and are refused by a parameter-budget run.
+--budget latency: the same with the latency predicted on --device (utils/latency_model.py; the table is
+measured before the first iteration, or found in RECORD_DIR/latency_tables/); tau is each recorded
+row's predicted latency and the records say "budget": "latency".
 
 Reproducible and resumable: iteration k seeds everything from (--seed, k) and its data from
 (--seed, k, epoch), so an iteration whose CSV and param pickle exist is loaded instead of recomputed
@@ -25,7 +28,7 @@ from model import build_model, gates_of, get_spec
 from utils import accel, data, io, train
 from utils.base import (UserError, check_positive, check_run_name, log, positive_int, resolve_device,
                         writable_dir)
-from utils.cli import add_budget_arg, add_training_args, check_pair, make_parser
+from utils.cli import add_budget_arg, add_training_args, check_pair, latency_cost, make_parser
 from utils.fit import MIN_ROWS, fit_power_law
 from utils.params import count_macs, count_params
 from utils.prune import TaylorFOPruner
@@ -135,7 +138,10 @@ SEARCH_SETTINGS = ("model", "dataset", "seed", "lr", "momentum", "weight_decay",
 
 
 def search_settings(args):
-    return {k: getattr(args, k) for k in SEARCH_SETTINGS}
+    settings = {k: getattr(args, k) for k in SEARCH_SETTINGS}
+    if args.budget == "latency":  # the law's tau is in ms of this latency model
+        settings.update(latency_batch=args.latency_batch, latency_clock=args.latency_clock)
+    return settings
 
 
 def _other_settings(path, data, args):
@@ -194,17 +200,17 @@ def _stored_seeds(args):
     return found
 
 
-def _search_widths(args, k, num_classes, previous):
+def _search_widths(args, k, num_classes, previous, cost=None):
     spec = get_spec(args.model)
     if k == 0:
         return spec.prepare_filters(args.search_ratio, num_classes=num_classes)
     alpha, beta = previous
     return spec.prepare_filters(args.search_ratio, num_classes=num_classes, alpha=alpha, beta=beta,
                                 search=True, first_iteration=True, exact=args.exact, budget=args.budget,
-                                method="neuralscale")
+                                method="neuralscale", cost=cost)
 
 
-def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
+def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log, cost=None):
     """Train and prune one network; the pruner's recorded rows. UserError when pruning does not finish."""
     train.set_seed(iteration_seed(args.seed, k))
     model = train.prepare_model(build_model(args.model, widths, num_classes, gates=True, bn_init=args.bn_init),
@@ -213,8 +219,9 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
     pruner = TaylorFOPruner(gates_of(model), prune_fraction=args.prune_fraction,
                             prune_every=args.prune_every, prune_per_step=args.prune_per_step, log=log)
     macs = count_macs(args.model, widths, num_classes, input_size(num_classes))
+    latency = "" if cost is None else f"{cost(widths):.2f} ms predicted, "
     log(f"iteration {k}: widths {widths} ({count_params(args.model, widths, num_classes):,} formula params, "
-        f"{macs:,} MACs, "
+        f"{macs:,} MACs, {latency}"
         f"{pruner.total} units; pruning to {pruner.total - pruner.max_prunable} in at most "
         f"{pruner.max_steps} steps)")
 
@@ -288,10 +295,12 @@ def run_search(args, *, datasets, schedule, log=log):
                                      device=device, loader=args.loader, subset=args.subset, seed=args.seed,
                                      download=args.download, same_norm=args.same_norm, need_test=False)
     writable_dir(args.record_dir)
+    cost = latency_cost(args, num_classes, input_size(num_classes), log=log) if k < args.iterations else None
     for k in range(k, args.iterations):
-        widths = _search_widths(args, k, num_classes, fits[-1] if fits else None)
-        rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log)
-        alpha, beta = fit_power_law(rows, args.model, num_classes, exact=args.exact, budget=args.budget)
+        widths = _search_widths(args, k, num_classes, fits[-1] if fits else None, cost)
+        rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log, cost)
+        alpha, beta = fit_power_law(rows, args.model, num_classes, exact=args.exact, budget=args.budget,
+                                    cost=cost)
         io.write_prune_csv(io.record_csv_path(args.record_dir, args.save, k), rows)
         io.save_pickle(io.with_budget({"train_alpha": alpha, "train_beta": beta, "seed": args.seed,
                                        "settings": search_settings(args)}, args.budget),

@@ -2,7 +2,8 @@
 
 Each recorded row of a search is a width vector and tau is its parameter count (the same counter the
 search's tau step uses: the authors' formula by default, `exact=True` for the built network's count),
-or with budget="macs" its MACs per image (the law is then width_l = alpha_l * MACs^beta_l).
+or with budget="macs" its MACs per image (the law is then width_l = alpha_l * MACs^beta_l), or with
+budget="latency" its predicted latency (`cost`, utils.latency_model's prediction).
 The fit is the authors': least squares through the normal equations
 with an explicit inverse, which reproduces their stored alpha/beta to ~1e-17.
 """
@@ -15,7 +16,7 @@ from utils.scaling import resource_counter
 MIN_ROWS = 6  # the authors' threshold below which the record is too short to fit
 
 
-def fit_power_law(rows, model_name, num_classes, exact=False, budget="params"):
+def fit_power_law(rows, model_name, num_classes, exact=False, budget="params", cost=None):
     """(alpha, beta), float64 vectors of one value per layer, from a record (R rows x L layers).
 
     Fewer than MIN_ROWS rows: the authors' fallback, alpha = the first row and beta = 0. They called it
@@ -33,7 +34,7 @@ def fit_power_law(rows, model_name, num_classes, exact=False, budget="params"):
         def count(row):
             return count_params(model_name, row, num_classes, exact=exact)
     else:
-        count = resource_counter(model_name, budget, num_classes)
+        count = resource_counter(model_name, budget, num_classes, cost=cost)
     tau = np.array([count([int(w) for w in row]) for row in widths], dtype=np.float64)
     design = np.stack([np.log(tau), np.ones_like(tau)], axis=1)  # T: (R, 2) = [ln tau, 1]
     phi = np.log(widths.astype(np.float64))  # (R, L)

@@ -295,8 +295,11 @@ def same_ratio(a, b):
     return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
 def budget_tag(ratio=None, resource=None, target=None):
     """The file-name suffix of one budget: int(ratio * 100) (the authors'), or for an absolute budget
-    the resource and the count, e.g. params1500000, which no ratio's all-digit tag can equal."""
-    return ratio_tag(ratio) if target is None else f"{resource}{int(target)}"
+    the resource and the amount, e.g. params1500000 or latency12.5ms, which no ratio's all-digit tag
+    can equal."""
+    if target is None:
+        return ratio_tag(ratio)
+    return f"latency{float(target):g}ms" if resource == "latency" else f"{resource}{int(target)}"
 
 
 def save_result(path, result):

@@ -67,7 +67,8 @@ def init_seed(seed, ratio, resource=None, target=None):
     if target is None:
         return int(np.random.SeedSequence([seed % 2**64, io.ratio_tag(ratio)]).generate_state(1)[0])
     code = 1 + scaling.RESOURCES.index(resource)
-    return int(np.random.SeedSequence([seed % 2**64, code, int(target)]).generate_state(1)[0])
+    amount = round(target * 1000) if resource == "latency" else int(target)  # a latency in microseconds
+    return int(np.random.SeedSequence([seed % 2**64, code, amount]).generate_state(1)[0])
 
 
 def checkpoint_paths(models_dir, model_name, stem):
@@ -259,11 +260,22 @@ def output_dirs(args):
     writable_dir(os.path.join(args.models_dir, args.model))
 
 
+def latency_protocol(args, device):
+    """How a latency budget was predicted is how its result's latency is measured (--latency_batch,
+    --precision, --latency_clock); every other result: the paper's batch 100 in fp32, wall clock."""
+    if getattr(args, "budget", None) != "latency":
+        return {}
+    from utils.latency_model import check_clock
+    check_clock(args.latency_clock, device)
+    return {"batch": args.latency_batch, "precision": args.precision, "clock": args.latency_clock}
+
+
 def latency_of(net, args, device):
-    """ms per batch of 100, measured once per configuration and machine (the seeds of a swipe share it)."""
+    """ms per batch, measured once per configuration and machine (the seeds of a swipe share it)."""
     if args.no_latency:
         return None
-    return cached_latency(latency_cache_dir(args.plots_dir), net, device, IMAGE_SIZE[args.dataset])
+    return cached_latency(latency_cache_dir(args.plots_dir), net, device, IMAGE_SIZE[args.dataset],
+                          **latency_protocol(args, device))
 
 
 def train_and_save(net, args, *, device, loaders, path, stem, schedule, epochs, method, ratio, widths, name,

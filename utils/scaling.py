@@ -5,24 +5,30 @@ authors', step for step, so that the authors' fitted (alpha, beta) give
 the authors' configurations bit for bit. `count` is the parameter counter the search drives (the
 authors' formula by default, `exact=True` for the built network's count).
 
-Beyond the paper (`select_for_resource`): a budget in MACs per image (`--budget macs`) or given as an
-absolute number (`--target_params`, `--target_macs`). The authors' step rules are tuned to parameter
-counts, so these budgets are met by bounded bisections instead (on log tau for NeuralScale, on one
-scale factor for the other methods), each within 0.5 % of the budget.
+Beyond the paper (`select_for_resource`): a budget in MACs per image (`--budget macs`), in predicted
+latency on a device (`--budget latency`, utils/latency_model.py), or given as an absolute number
+(`--target_params`, `--target_macs`, `--target_latency`), and widths that are multiples of N
+(`--round_to N`). The authors' step rules are tuned to parameter counts, so these budgets are met by
+bounded bisections instead (on log tau for NeuralScale, on one scale factor for the other methods),
+within 0.5 % of a count (TOLERANCES) and 2 % of a predicted latency. The bisections are generic over a
+cost function `widths -> cost` (meet_budget).
 
 Every loop is bounded: a budget no network can meet raises BudgetError (a UserError) that names the
 model, the ratio or absolute budget, and the resource.
 """
 import math
+import re
 
 import numpy as np
 
 from utils.base import UserError
 
 MAX_SEARCH_STEPS = 1_000_000  # the authors' loops converge in at most ~60k steps on their data
-RESOURCES = ("params", "macs")
-RESOURCE_WORDS = {"params": "parameters", "macs": "MACs per image"}
-REL_TOLERANCE = 0.005  # every budget of select_for_resource is met within 0.5 %
+RESOURCES = ("params", "macs", "latency")
+RESOURCE_WORDS = {"params": "parameters", "macs": "MACs per image", "latency": "ms of predicted latency"}
+REL_TOLERANCE = 0.005  # every count budget of select_for_resource is met within 0.5 %
+# A predicted latency is met within 2 %: the model itself is no closer to a measurement than that.
+TOLERANCES = {"params": REL_TOLERANCE, "macs": REL_TOLERANCE, "latency": 0.02}
 MORPH = {"start": 1.2, "step": 5e-5, "rel_tolerance": 0.005}  # --morph: rescale the pruned widths
 FALLBACK = {"start": 1.2, "step": 0.05, "rel_tolerance": 0.1}  # beta == 0 fit (ResNet18, MobileNetV2)
 
@@ -32,9 +38,10 @@ class BudgetError(UserError):
 
 
 def fail(model, ratio, target, why, resource="params", absolute=False):
-    where = f"--target_{resource} {target:,.0f}" if absolute else f"ratio {ratio:g}"
+    amount = f"{target:.4g}" if resource == "latency" else f"{target:,.0f}"
+    where = f"--target_{resource} {amount}{'ms' if resource == 'latency' else ''}" if absolute else f"ratio {ratio:g}"
     raise BudgetError(f"{model} at {where}: no configuration meets the budget of "
-                      f"{target:,.0f} {RESOURCE_WORDS[resource]} ({why})")
+                      f"{amount} {RESOURCE_WORDS[resource]} ({why})")
 
 
 def parse_count(text, flag):
@@ -50,11 +57,24 @@ def parse_count(text, flag):
     return int(round(value))
 
 
-def resolve_budget(budget, target_params=None, target_macs=None):
+def parse_latency(text, flag="--target_latency"):
+    """'12ms', '12', '12.5 ms' or '0.5s' -> milliseconds: a positive, finite latency."""
+    match = re.fullmatch(r"\s*([0-9.eE+-]+)\s*(ms|s)?\s*", str(text))
+    try:
+        value = float(match.group(1)) * (1000.0 if match.group(2) == "s" else 1.0) if match else math.nan
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"{flag} takes a positive latency per batch such as 12ms, 12 (ms) or 0.5s, got {text!r}")
+    return value
+
+
+def resolve_budget(budget, target_params=None, target_macs=None, target_latency=None):
     """The resource of a run: --budget, or the one an absolute target names (never both differing)."""
-    if target_params is not None and target_macs is not None:
-        raise UserError("give --target_params or --target_macs, not both")
-    implied = "params" if target_params is not None else "macs" if target_macs is not None else None
+    given = [r for r, t in zip(RESOURCES, (target_params, target_macs, target_latency)) if t is not None]
+    if len(given) > 1:
+        raise UserError(f"give one of {', '.join('--target_' + r for r in given)}, not both")
+    implied = given[0] if given else None
     if implied and budget not in (None, implied):
         raise UserError(f"--target_{implied} is a {implied} budget; it cannot go with --budget {budget}")
     return implied or budget or "params"
@@ -63,13 +83,15 @@ def resolve_budget(budget, target_params=None, target_macs=None):
 def budget_points(args, default_ratios):
     """Resolve --budget, --ratios and --target_*: (resource, ratios, targets), one of the last two
     None. The flags' resource must agree with --budget (see resolve_budget)."""
-    args.budget = resolve_budget(args.budget, args.target_params, args.target_macs)
-    given = args.target_params if args.target_params is not None else args.target_macs
+    latency = getattr(args, "target_latency", None)
+    args.budget = resolve_budget(args.budget, args.target_params, args.target_macs, latency)
+    given = {"params": args.target_params, "macs": args.target_macs, "latency": latency}[args.budget]
     if given is None:
         return args.budget, [float(r) for r in (args.ratios or default_ratios)], None
     if args.ratios:
         raise UserError(f"give --ratios or --target_{args.budget}, not both")
-    return args.budget, None, [parse_count(text, f"--target_{args.budget}") for text in given]
+    parse = parse_latency if args.budget == "latency" else parse_count
+    return args.budget, None, [parse(text, f"--target_{args.budget}") for text in given]
 
 
 def uniform(template, ratio):
@@ -163,9 +185,14 @@ def input_size(num_classes):
     return 64 if num_classes == 200 else 32
 
 
-def resource_counter(model_name, resource, num_classes, convcut=False):
-    """widths -> the built network's exact parameters, or its MACs per image."""
+def resource_counter(model_name, resource, num_classes, convcut=False, cost=None):
+    """widths -> the built network's exact parameters, its MACs per image, or (latency) `cost`, the
+    latency model's prediction (utils.latency_model: the caller builds it for this model and convcut)."""
     from utils import params
+    if resource == "latency":
+        if cost is None:
+            raise ValueError("a latency budget needs the latency model: cost=widths -> predicted ms")
+        return cost
     if resource == "macs":
         size = input_size(num_classes)
         return lambda widths: params.count_macs(model_name, widths, num_classes, size, convcut=convcut)
@@ -186,42 +213,56 @@ def method_of(method, alpha, pruned_widths):
 
 
 def select_for_resource(model, template, ratio, target, count, *, method, resource, alpha, beta, pruned_widths,
-                        search, small_width_rules):
-    """Widths for a MACs budget, or for an absolute budget (`target`; else the uniform network's
-    count at `ratio`), all met within 0.5 % (see meet_budget). Same precedence as select_widths; a flat
-    fit (beta == 0) rescales alpha as a whole. During a search (search=True) ResNet18 and MobileNetV2
+                        search, small_width_rules, round_to=1):
+    """Widths for a MACs or latency budget, for an absolute budget (`target`; else the uniform network's
+    count at `ratio`), or whole multiples of `round_to`, all met within TOLERANCES[resource] (see
+    meet_budget). Same precedence as select_widths; a flat fit (beta == 0) rescales alpha as a whole.
+    During a search (search=True) ResNet18 and MobileNetV2
     then add 10 to widths below 10, after the budget is met, as the authors' search does: the budget
     of a tiny network with all widths >= 10 is often out of reach, and the search prunes it anyway."""
     absolute = target is not None
     goal = target if absolute else count(uniform(template, ratio))
+    options = {"rel_tolerance": TOLERANCES[resource], "round_to": round_to}
     if method == "neuralscale" and any(beta):
-        # x = ln(tau); widths grow with tau. The upper end grows until it is over the budget.
-        widths = meet_budget(lambda x: power_law(alpha, beta, math.exp(x)), 0.0,
-                             math.log(max(goal, 2.0)), goal, count, grow=lambda x: x + 10)
-    elif method == "uniform" and not absolute:
+        # x = ln(tau); widths grow with tau. The upper end grows until it is over the budget, the lower
+        # end (tau = 1) shrinks until it is under (a latency in ms is a small tau).
+        widths = meet_budget(lambda x: power_law(alpha, beta, math.exp(x)), 0.0, math.log(max(goal, 2.0)), goal,
+                             count, grow=lambda x: x + 10, shrink=lambda x: x - 10, **options)
+    elif method == "uniform" and not absolute and round_to == 1:
         widths = uniform(template, ratio)
     else:  # x = one scale factor for every width
         base = np.asarray({"neuralscale": alpha, "morph": pruned_widths}.get(method, template), dtype=np.float64)
-        widths = meet_budget(lambda x: base * x, 0.0, 1.0, goal, count, grow=lambda x: 2 * x)
+        widths = meet_budget(lambda x: base * x, 0.0, 1.0, goal, count, grow=lambda x: 2 * x, **options)
     if widths is None:
-        fail(model, ratio, goal, f"none within {REL_TOLERANCE:.1%}", resource, absolute)
+        step = f", widths multiples of {round_to}" if round_to > 1 else ""
+        fail(model, ratio, goal, f"none within {TOLERANCES[resource]:.1%}{step}", resource, absolute)
     if search and small_width_rules and method == "neuralscale":
         widths = bump_small(widths)
     return check_widths(widths, model, ratio, goal)
 
 
-def meet_budget(raw, lo, hi, target, count, *, grow, rel_tolerance=REL_TOLERANCE, steps=100):
-    """Widths int(raw(x)) whose count is within the tolerance of `target`, or None.
+def rounded(floats, round_to=1):
+    """Float widths -> whole ones: int() (the authors' truncation), or with round_to N > 1 the multiple
+    of N at or below, at least N."""
+    if round_to == 1:
+        return [int(w) for w in floats]
+    return [max(round_to, round_to * int(w // round_to)) for w in floats]
+
+
+def meet_budget(raw, lo, hi, target, count, *, grow, shrink=None, rel_tolerance=REL_TOLERANCE, steps=100,
+                round_to=1):
+    """Widths rounded(raw(x), round_to) whose cost count(widths) is within the tolerance of `target`,
+    or None. Generic over the cost: parameters, MACs, a predicted latency, anything that grows with
+    the widths.
 
     raw(x) are float widths growing with x. Bisection brackets the budget between the largest x under
-    it and the smallest over it (`grow` widens the upper end, at most 64 times). One unit of an early,
-    high-resolution layer can move MACs by more than 0.5 % on a small network, so when neither side is
-    close enough the configuration under the budget is topped up: one unit per layer, largest
-    fractional part first (largest-remainder rounding), then the cheapest single units, as long as the
-    count stays under the upper tolerance. Every loop is bounded.
+    it and the smallest over it (`grow` widens the upper end and `shrink` the lower one, at most 64
+    times each), over the rounded configurations. One unit (or one step of round_to) of an early, high-resolution layer can move the
+    cost by more than the tolerance on a small network, so when neither side is close enough the
+    configuration under the budget is topped up (top_up). Every loop is bounded.
     """
     def at(x):
-        widths = [int(w) for w in raw(x)]
+        widths = rounded(raw(x), round_to)
         return widths, (count(widths) if min(widths) >= 1 else 0)  # a zero-unit layer is under any budget
 
     for _ in range(64):
@@ -230,6 +271,10 @@ def meet_budget(raw, lo, hi, target, count, *, grow, rel_tolerance=REL_TOLERANCE
         lo, hi = hi, grow(hi)
     else:
         return None
+    for _ in range(64 if shrink else 0):
+        if at(lo)[1] <= target:
+            break
+        lo, hi = shrink(lo), lo
     if at(lo)[1] > target:
         return None
     for _ in range(steps):
@@ -240,34 +285,46 @@ def meet_budget(raw, lo, hi, target, count, *, grow, rel_tolerance=REL_TOLERANCE
              if c and abs(c - target) <= rel_tolerance * target]
     if close:
         return min(close, key=lambda pair: pair[0])[1]
-    return top_up(under, np.asarray(raw(lo)), target, count, rel_tolerance)
+    return top_up(under, np.asarray(raw(lo)), target, count, rel_tolerance, round_to)
 
 
-def top_up(widths, floats, target, count, rel_tolerance):
-    """meet_budget's last resort: add units to `widths` (under the budget) until the count is within the
-    tolerance: largest fractional part of `floats` first, then the cheapest single units; or None."""
+def top_up(widths, floats, target, count, rel_tolerance, step=1):
+    """meet_budget's last resort: add `step` units to layers of `widths` (under the budget) until the
+    cost is within the tolerance: largest fractional part of `floats` (in steps) first, then the
+    cheapest single steps, then exchanges (one layer up a step, another down); or None."""
     upper, lower = (1 + rel_tolerance) * target, (1 - rel_tolerance) * target
 
-    def plus_one(layer):
+    def moved(up, down=None):
         trial = list(widths)
-        trial[layer] += 1
+        trial[up] += step
+        if down is not None:
+            trial[down] -= step
         return (count(trial) if min(trial) >= 1 else 0), trial
 
-    for layer in np.argsort(-(floats - np.floor(floats)), kind="stable"):
-        achieved, trial = plus_one(layer)
+    scaled = floats / step
+    for layer in np.argsort(-(scaled - np.floor(scaled)), kind="stable"):
+        achieved, trial = moved(layer)
         if achieved <= upper:
             widths = trial
             if achieved >= lower:
                 return widths
-    for _ in range(10 * len(widths)):  # still short: the cheapest unit that fits, until within
-        fits = [plus_one(layer) for layer in range(len(widths))]
-        fits = [(c, w) for c, w in fits if c <= upper]
+    for _ in range(10 * len(widths)):  # still short: the cheapest step that fits, until within
+        fits = [(c, w) for c, w in (moved(layer) for layer in range(len(widths))) if c <= upper]
         if not fits:
-            return None
+            return exchange(widths, moved, lower, upper)
         achieved, widths = min(fits, key=lambda pair: pair[0])
         if achieved >= lower:
             return widths
     return None
+
+
+def exchange(widths, moved, lower, upper):
+    """top_up's last step, when every single step overshoots: the exchange of a step between two layers
+    that lands within [lower, upper], closest to its middle; or None."""
+    middle = (lower + upper) / 2
+    trials = [moved(up, down) for up in range(len(widths)) for down in range(len(widths)) if up != down]
+    within = [(abs(c - middle), w) for c, w in trials if lower <= c <= upper]
+    return min(within, key=lambda pair: pair[0])[1] if within else None
 
 
 def counter(formula_params, exact_params, num_classes, exact, convcut):
@@ -312,20 +369,24 @@ def width_rule(name, template, formula_params, exact_params, *, tau_search, smal
 
     def prepare_filters(ratio=None, *, num_classes=default_classes, alpha=None, beta=None, pruned_widths=None,
                         search=False, first_iteration=False, exact=False, convcut=False, budget="params",
-                        target=None, method=None):
+                        target=None, method=None, cost=None, round_to=1):
         """The flat width list: the default (ratio None), or by `method` (select_widths): "neuralscale"
         (alpha, beta), "morph" (pruned_widths rescaled) or "uniform"; without a method, the rule the given
         inputs name. first_iteration: the fit is a first iteration's (ResNet18's tolerance depends on it).
-        budget="macs" or an absolute `target` (in that resource, instead of the ratio) leave the authors'
-        loops for select_for_resource; "params" with a ratio is the authors'."""
+        budget="macs" or "latency" (with `cost`, the latency model's widths -> predicted ms), an absolute
+        `target` (in that resource, instead of the ratio) or round_to > 1 (every width a multiple of it)
+        leave the authors' loops for select_for_resource; "params" with a ratio is the authors'."""
         if ratio is None and target is None:
             return list(template)
         method = method_of(method, alpha, pruned_widths)
         options = {"method": method, "alpha": alpha, "beta": beta, "pruned_widths": pruned_widths, "search": search,
                    "small_width_rules": small_width_rules}
-        if budget != "params" or target is not None:  # beyond the paper
-            count = resource_counter(name, budget, num_classes, convcut)
-            return select_for_resource(name, template, ratio, target, count, resource=budget, **options)
+        if budget != "params" or target is not None or round_to != 1:  # beyond the paper
+            if round_to != 1 and search:
+                raise ValueError("round_to applies to the configurations a fit gives, not to the search")
+            count = resource_counter(name, budget, num_classes, convcut, cost)
+            return select_for_resource(name, template, ratio, target, count, resource=budget, round_to=round_to,
+                                       **options)
         count = counter(formula_params, exact_params, num_classes, exact, convcut)
         if unrounded_budget and not exact:
             target = formula_params([w * ratio for w in template], num_classes)

@@ -14,8 +14,8 @@ from utils import accel, io, run, scaling
 from utils.accel import set_precision
 from utils.base import (UserError, check_positive, check_ratios, check_run_name, check_widths, log, positive_int,
                         resolve_device)
-from utils.cli import add_budget_arg, add_training_args, check_pair, make_parser
-from utils.data import NUM_CLASSES, TEST_ORDERS
+from utils.cli import add_budget_arg, add_round_to_arg, add_training_args, check_pair, latency_cost, make_parser
+from utils.data import IMAGE_SIZE, NUM_CLASSES, TEST_ORDERS
 from utils.fit import MIN_ROWS
 from utils.params import actual_params
 from utils.train import RECIPES, prepare_model, set_seed
@@ -97,7 +97,12 @@ def add_swipe_args(parser, ratios):
     parser.add_argument("--target_macs", nargs="+", default=None, metavar="N",
                         help="instead of --ratios: absolute budgets in MACs per image, e.g. 300M; results "
                              "are named <save>_macs<N>.pk")
+    parser.add_argument("--target_latency", nargs="+", default=None, metavar="MS",
+                        help="instead of --ratios: absolute budgets in predicted ms per batch of "
+                             "--latency_batch images on --device, e.g. 12ms; results are named "
+                             "<save>_latency<MS>ms.pk")
     add_budget_arg(parser, default=None)
+    add_round_to_arg(parser)
     parser.set_defaults(default_ratios=list(ratios))
     parser.add_argument("--exact", action="store_true",
                         help="tau search on the exact parameter count of the built network instead "
@@ -114,15 +119,16 @@ def choose_method(args):
     return given[0] if given else "neuralscale"
 
 
-def plan_widths(args, method, ratios, num_classes, pruned_filters, budget="params", targets=None):
+def plan_widths(args, method, ratios, num_classes, pruned_filters, budget="params", targets=None, cost=None):
     """[(ratio, widths)] for every ratio, or [(target, widths)] for every absolute budget in `targets`
-    (a count of `budget`), and the provenance keys of the result. Every one is resolved before anything
-    trains, so a bad record or budget fails at once."""
+    (an amount of `budget`; `cost`: the latency model's prediction for a latency budget), and the
+    provenance keys of the result. Every one is resolved before anything trains, so a bad record or
+    budget fails at once."""
     spec = get_spec(args.model)
     num_layers = len(spec.DEFAULT_WIDTHS)
     kwargs = {"num_classes": num_classes, "search": False, "first_iteration": args.descent_idx == 0,
-              "method": "uniform" if method == "convcut" else method,
-              "exact": args.exact, "convcut": method == "convcut", "budget": budget}
+              "method": "uniform" if method == "convcut" else method, "exact": args.exact,
+              "convcut": method == "convcut", "budget": budget, "cost": cost, "round_to": args.round_to}
     info = {}
     if method == "neuralscale":
         if not args.prune_fname:
@@ -153,29 +159,41 @@ def plan_widths(args, method, ratios, num_classes, pruned_filters, budget="param
                               f"{args.model} {method} at {where}")
         if method in ("neuralscale", "morph") and target is None:
             flat_fit = method == "neuralscale" and not np.any(kwargs["beta"])
-            warn_off_budget(args.model, ratio, widths, num_classes, spec, method, flat_fit, budget)
+            warn_off_budget(args.model, ratio, widths, num_classes, spec, method, flat_fit, budget, cost)
         plans.append((float(ratio) if target is None else target, widths))
     return plans, info
 
 
-def warn_off_budget(model_name, ratio, widths, num_classes, spec, method, flat_fit, budget="params"):
+def warn_off_budget(model_name, ratio, widths, num_classes, spec, method, flat_fit, budget="params", cost=None):
     """The authors' searches can miss the budget silently; the one known case is a fit from a record
     with fewer than MIN_ROWS rows (beta == 0), whose VGG widths stay int(alpha) at every ratio (kept quirk).
     Say so rather than train a network of another size under this ratio's name."""
-    count = scaling.resource_counter(model_name, budget, num_classes)
+    count = scaling.resource_counter(model_name, budget, num_classes, cost=cost)
     got = count(widths)
     goal = count(spec.prepare_filters(ratio, num_classes=num_classes))
     if abs(got - goal) > 0.1 * goal:
         hint = f" (a beta == 0 fit: the search record has fewer than {MIN_ROWS} rows)" if flat_fit else ""
-        log(f"warning: {model_name} {method} at ratio {ratio:g} has {got:,} "
-            f"{scaling.RESOURCE_WORDS[budget]}, {got / goal:.0%} of the uniform network's {goal:,}{hint}")
+        log(f"warning: {model_name} {method} at ratio {ratio:g} has {got:,.6g} "
+            f"{scaling.RESOURCE_WORDS[budget]}, {got / goal:.0%} of the uniform network's {goal:,.6g}{hint}")
 
 
 def budget_label(ratio, budget, target):
-    return f"r={ratio:g}" if target is None else f"{budget}={target:,}"
+    if target is None:
+        return f"r={ratio:g}"
+    return f"latency={target:g}ms" if budget == "latency" else f"{budget}={target:,}"
 
 
 # -- the swipe ----------------------------------------------------------------------------------------
+
+def predicted(cost, args, ratio, target, widths, num_classes):
+    """The result keys of a latency budget: its predicted latency and the budget it met (ms per batch of
+    --latency_batch); nothing for the other budgets."""
+    if cost is None:
+        return {}
+    goal = target if target is not None else cost(get_spec(args.model).prepare_filters(ratio, num_classes=num_classes))
+    return {"latency_predicted_ms": float(cost(widths)), "latency_budget_ms": float(goal),
+            "latency_batch": args.latency_batch, "latency_clock": args.latency_clock}
+
 
 def pending(args, method, budget, plans, targets):
     """The (ratio, target, tag, widths, path, point) of every plan not already finished; every result is
@@ -186,6 +204,8 @@ def pending(args, method, budget, plans, targets):
         tag = io.budget_tag(ratio, budget, target)
         path = os.path.join(args.plots_dir, args.model, f"{args.save}_{tag}.pk")
         point = {} if budget == "params" and target is None else {"budget": budget, "target": target}
+        if args.round_to != 1:
+            point.update(budget=budget, target=target, round_to=args.round_to)
         fingerprint = run.fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule,
                                          **point)
         if run.finished(path, {**fingerprint, "epochs": args.epochs}, args.overwrite):
@@ -207,7 +227,8 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
     method = choose_method(args)
     num_classes = NUM_CLASSES[args.dataset]
     budget, ratios, targets = scaling.budget_points(args, args.default_ratios)
-    plans, info = plan_widths(args, method, ratios, num_classes, pruned_filters, budget, targets)
+    cost = latency_cost(args, num_classes, IMAGE_SIZE[args.dataset], convcut=method == "convcut")
+    plans, info = plan_widths(args, method, ratios, num_classes, pruned_filters, budget, targets, cost)
     todo = pending(args, method, budget, plans, targets)
     if not todo:
         return
@@ -226,10 +247,12 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
         result = run.train_and_save(net, args, device=device, loaders=loaders, path=path,
                                     stem=f"{args.save}_{tag}", schedule=schedule_for(args.dataset),
                                     epochs=args.epochs, method=method, ratio=ratio, widths=widths, name=name,
-                                    fingerprint=point, extra={**info, **point})
+                                    fingerprint=point, extra={**info, **point, **predicted(cost, args, ratio, target,
+                                                                                           widths, num_classes)})
         latency = result["latency_ms"]
         log(f"{name}: params {result['params']:,}"
-            + ("" if latency is None else f", latency {latency:.2f} ms/batch of 100")
+            + ("" if latency is None else f", latency {latency:.2f} ms/batch")
+            + ("" if cost is None else f" ({result['latency_predicted_ms']:.2f} ms predicted)")
             + f", best test acc {result['best_test_acc']:.2f}; wrote {path}")
         del net
         accel.empty_cache(device)
