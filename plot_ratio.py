@@ -17,15 +17,18 @@ when latency is known; --x draws just one of them (--x macs: accuracy against MA
 
 Beyond the paper: --macs_record NAME adds "NeuralScale, MACs budget", the widths of a search run with
 --budget macs (results --macs_name, iteration --late_idx). Each method's rows are sorted by the resource
-it was searched for: MACs for that one, parameters for the others.
+it was searched for: MACs for that one, parameters for the others. --budget macs or latency: every
+method at equal MACs or equal predicted latency (the swipes' widths with the same --budget, the
+NeuralScale record fitted on it), latency measured as its model predicts (--latency_batch,
+--precision, --latency_clock) and the prediction beside it; --round_to N as the swipes had it.
 """
 import functools
 
 from model import MODELS
-from utils import base, io, report
+from utils import base, io, report, scaling
 from utils.base import UserError, run_main
-from utils.cli import check_pair, make_parser
-from utils.data import NUM_CLASSES
+from utils.cli import add_budget_arg, add_round_to_arg, check_pair, latency_cost, make_parser
+from utils.data import IMAGE_SIZE, NUM_CLASSES
 
 NAME_FLAGS = {"uniform": "uniform_name", "morphnet": "morph_name", "neuralscale_it1": "early_name",
               "neuralscale_it15": "late_name", "li_magnitude": "li_name", "convcut": "convcut_name",
@@ -57,6 +60,8 @@ def parse_args(argv=None):
     for method, flag in NAME_FLAGS.items():
         p.add_argument(f"--{flag}", help=f"result-file prefix of {report.METHOD_LABELS[method]} "
                                          "(default: the authors' name)")
+    add_budget_arg(p, precision=True)
+    add_round_to_arg(p)
     report.add_output_args(p)
     return p.parse_args(argv)
 
@@ -75,12 +80,14 @@ def morph_pruned(args):
                            len(MODELS[args.model].DEFAULT_WIDTHS))[0]
 
 
-def build_methods(args):
-    """The Method list in table order, each with its result-file name and width rule."""
+def build_methods(args, cost=None):
+    """The Method list in table order, each with its result-file name and width rule (under --budget,
+    `cost` the latency model of a latency budget)."""
     names = report.default_names(args.model, args.dataset)
     names.update({m: getattr(args, flag) for m, flag in NAME_FLAGS.items() if getattr(args, flag)})
     label = report.METHOD_LABELS
-    uniform = report.uniform_widths(args.model, args.dataset)
+    rule = {"budget": args.budget, "cost": cost, "round_to": args.round_to}
+    uniform = report.uniform_widths(args.model, args.dataset, **rule)
     wanted = set(args.methods)
     if args.model == "vgg":
         wanted.discard("convcut")  # VGG has no shortcuts
@@ -102,33 +109,35 @@ def build_methods(args):
             pruned = morph_pruned(args)
             if pruned is not None:
                 methods.append(report.Method(key, label[key], names[key],
-                                             report.morph_widths(args.model, args.dataset, pruned)))
+                                             report.morph_widths(args.model, args.dataset, pruned, **rule),
+                                             budget=args.budget))
         elif key == "convcut":
             methods.append(report.Method(key, label[key], names[key], uniform, convcut=True))
         elif key == "neuralscale_macs":
             if args.macs_record:  # only on request: no search of the paper's was run for MACs
                 methods += neuralscale_method(args, key, names[key], args.macs_record, args.late_idx,
-                                              f"{label[key]} (Iteration = {args.late_idx + 1})", "macs")
+                                              f"{label[key]} (Iteration = {args.late_idx + 1})",
+                                              {**rule, "budget": "macs", "cost": None})
         else:
             idx = args.early_idx if key == "neuralscale_it1" else args.late_idx
             methods += neuralscale_method(args, key, names[key], args.prune_fname or
                                           report.default_record(args.model, args.dataset), idx,
-                                          f"NeuralScale (Iteration = {idx + 1})", "params")
+                                          f"NeuralScale (Iteration = {idx + 1})", rule)
     return methods
 
 
-def neuralscale_method(args, key, name, record_name, idx, title, budget):
+def neuralscale_method(args, key, name, record_name, idx, title, rule):
     """[the NeuralScale Method of iteration `idx` of a search record], or [] (with a note) without one."""
-    label = report.METHOD_LABELS[key]
+    label, budget = report.METHOD_LABELS[key], rule["budget"]
     record = io.resolve_record(args.record_dir, record_name)
     if not report.try_record(record, label, log):
         return []
-    # A parameter run reads any record, as the authors' do; a MACs run only one fitted on MACs.
-    fits = io.load_fits(record, len(MODELS[args.model].DEFAULT_WIDTHS), budget="macs" if budget == "macs" else None)
+    # A parameter run reads any record, as the authors' do; a MACs or latency run only one fitted on it.
+    fits = io.load_fits(record, len(MODELS[args.model].DEFAULT_WIDTHS), budget=None if budget == "params" else budget)
     if idx >= len(fits):
         log(f"note: {label} left out: {record} holds iterations 0..{len(fits) - 1}, not descent_idx {idx}")
         return []
-    widths = report.neuralscale_widths(args.model, args.dataset, record, idx, budget=budget)
+    widths = report.neuralscale_widths(args.model, args.dataset, record, idx, **rule)
     return [report.Method(key, title, name, widths, budget=budget)]
 
 
@@ -138,8 +147,16 @@ def main(argv=None):
     ratios = report.checked_ratios(args, args.dataset)
     if min(args.early_idx, args.late_idx) < 0:
         raise UserError("--early_idx and --late_idx count iterations from 0")
-    report.emit(args, build_methods(args), model=args.model, dataset=args.dataset, ratios=ratios,
-                heading=report.title(args.model, args.dataset), log=log, only=args.x)
+    cost = latency_cost(args, NUM_CLASSES[args.dataset], IMAGE_SIZE[args.dataset], log=log)
+    protocol = None
+    if args.budget == "latency" and not args.no_latency:
+        from utils.latency_model import check_clock
+        check_clock(args.latency_clock, args.device)
+        protocol = {"batch": args.latency_batch, "precision": args.precision, "clock": args.latency_clock}
+    equal = "" if args.budget == "params" else f", equal {scaling.RESOURCE_WORDS[args.budget]}"
+    report.emit(args, build_methods(args, cost), model=args.model, dataset=args.dataset, ratios=ratios,
+                heading=report.title(args.model, args.dataset) + equal, log=log, only=args.x,
+                kind="acc" if args.budget == "params" else f"acc_equal_{args.budget}", protocol=protocol, cost=cost)
 
 
 if __name__ == "__main__":

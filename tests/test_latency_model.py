@@ -269,3 +269,58 @@ def test_latency_fit_uses_the_prediction_as_tau():
     expected = np.linalg.lstsq(design, np.log(np.array(rows, dtype=np.float64)), rcond=None)[0]
     np.testing.assert_allclose(fitted_beta, expected[0], rtol=1e-8)
     assert math.isfinite(fitted_alpha.sum())
+
+
+@pytest.mark.slow
+def test_latency_budget_end_to_end(tmp_path):
+    """Search, refit, swipe (at a ratio, at an absolute budget, rounded to 8), list and table under
+    --budget latency, with a table the test wrote where the scripts look for it: they reuse it (nothing
+    is timed), and every record and result says which budget made it."""
+    from conftest import run_script
+    rec, plots = tmp_path / "rec", tmp_path / "plots"
+    table = latency_model.load_table(latency_model.table_dir(rec), latency_model.Target("vgg", 10, 32, threads=1,
+                                                                                        gates=True),
+                                     FakeDevice(), log=lambda line: None)
+    one = {"OMP_NUM_THREADS": "1"}
+    folders = ["--record_dir", rec, "--plots_dir", plots, "--models_dir", tmp_path / "models", "--figs_dir",
+               tmp_path / "figs"]
+    synth = ["--model", "vgg", "--dataset", "synthetic", "--device", "cpu", "--budget", "latency", *folders]
+    out = run_script("architecture_descent.py", *synth, "--subset", "256", "--batch-size", "32", "--warmup", "1",
+                     "--iterations", "2", "--prune_every", "1", "--prune_per_step", "100", "--search_ratio", "0.5",
+                     "--save", "lat", env=one).stdout
+    assert "ms predicted" in out and "measuring" not in out
+    assert io.load_pickle(rec / "lat.pk")["budget"] == "latency"
+    assert io.load_pickle(rec / "lat_param1.pk")["settings"]["latency_batch"] == 100
+    goal = table.predict(MODELS["vgg"].prepare_filters(0.5))
+    start = io.read_prune_csv(rec / "lat_1.csv")[0]  # iteration 1 began at the budget, before pruning
+    assert np.all(start <= MODELS["vgg"].prepare_filters(0.5, budget="latency", cost=table.predict, search=True,
+                                                         **dict(zip(("alpha", "beta"), io.load_fits(rec / "lat.pk")[0]))))
+    beta = io.load_fits(rec / "lat.pk", 8, "latency")[1][1]
+    run_script("fit_params.py", "--model", "vgg", "--dataset", "synthetic", "--prune_fname", "lat", "--record_dir",
+               rec, "--budget", "latency", "--device", "cpu", env=one)
+    np.testing.assert_array_equal(io.load_fits(rec / "lat.pk", 8, "latency")[1][1], beta)
+
+    train = [*synth, "--subset", "64", "--test_subset", "64", "--batch-size", "32", "--epochs", "1", "--no_latency",
+             "--prune_fname", "lat", "--descent_idx", "1"]
+    run_script("ratio_swipe.py", *train, "--ratios", "0.25", "--round_to", "8", "--save", "ns_0", env=one)
+    run_script("ratio_swipe.py", *train, "--target_latency", "9.5ms", "--save", "ns_0", env=one)
+    at_ratio, absolute = (io.load_result(plots / "vgg" / f"ns_0_{tag}.pk") for tag in ("25", "latency9.5ms"))
+    budget = table.predict(MODELS["vgg"].prepare_filters(0.25))
+    assert all(w % 8 == 0 for w in at_ratio["widths"]) and at_ratio["round_to"] == 8
+    assert abs(table.predict(at_ratio["widths"]) - budget) <= 0.02 * budget
+    assert at_ratio["latency_predicted_ms"] == pytest.approx(table.predict(at_ratio["widths"]))
+    assert at_ratio["latency_budget_ms"] == pytest.approx(budget) and at_ratio["latency_ms"] is None
+    assert absolute["budget"] == at_ratio["budget"] == "latency" and absolute["target"] == 9.5
+    assert abs(absolute["latency_predicted_ms"] - 9.5) <= 0.02 * 9.5 and absolute["ratio"] is None
+
+    listed = run_script("list_architecture.py", *synth[:6], "--prune_fname", "lat", "--descent_idx", "1",
+                        "--ratios", "0.25", "--round_to", "8", "--budget", "latency", "--json", *folders, env=one)
+    (row,) = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert row["widths"] == at_ratio["widths"] and row["latency_predicted_ms"] == pytest.approx(
+        at_ratio["latency_predicted_ms"], abs=1e-4)
+    shown = run_script("plot_ratio.py", *synth[:6], "--budget", "latency", "--round_to", "8", "--ratios", "0.25",
+                       "--seeds", "0", "--methods", "neuralscale_it15", "--prune_fname", "lat", "--late_idx", "1",
+                       "--late_name", "ns", "--no_latency", "--no_figs", *folders, env=one)
+    assert "VGG11 synthetic, equal ms of predicted latency" in shown.stdout
+    assert f"| {at_ratio['latency_predicted_ms']:.2f}ms |" in shown.stdout and "Predicted" in shown.stdout
+    assert "measuring" not in listed.stderr + shown.stderr + listed.stdout

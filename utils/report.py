@@ -124,32 +124,42 @@ class Row:
     best: list = dataclasses.field(default_factory=list)      # per-seed best test accuracy
     latency_source: str = None                                # "pickle", "measured" or None
     macs: int = None                                          # multiply-accumulates per image
+    latency_predicted_ms: float = None                        # the latency model's (--budget latency)
+    epochs: list = dataclasses.field(default_factory=list)   # per seed: epochs trained
+    plateau_gain: float = None  # largest over seeds: best accuracy minus the best before the last quarter
 
     def to_json(self):
         return {"method": self.method, "ratio": self.ratio, "params": self.params, "macs": self.macs,
                 "latency_ms": self.latency_ms, "acc_mean": self.acc_mean, "acc_std": self.acc_std,
                 "acc_final_mean": self.acc_final_mean, "n_seeds": self.n_seeds,
-                "missing_seeds": self.missing_seeds, "widths": self.widths}
+                "missing_seeds": self.missing_seeds, "widths": self.widths,
+                "latency_predicted_ms": self.latency_predicted_ms, "epochs": self.epochs,
+                "plateau_gain": self.plateau_gain}
 
 
-def neuralscale_widths(model, dataset, record_path, descent_idx, budget="params"):
+def neuralscale_widths(model, dataset, record_path, descent_idx, budget="params", **scaling):
     """ratio -> widths from iteration `descent_idx` of a search record (the file is read once), which
-    must have been fitted on `budget`."""
+    must have been fitted on `budget`. `scaling`: prepare_filters' cost (a latency budget's model) and
+    round_to."""
     spec, num_classes = MODELS[model], NUM_CLASSES[dataset]
     fits = io.load_fits(record_path, num_layers=len(spec.DEFAULT_WIDTHS), budget=budget)
     alpha, beta = io.select_fit(fits, descent_idx, record_path)
     return lambda r: spec.prepare_filters(r, num_classes=num_classes, alpha=alpha, beta=beta,
-                                          first_iteration=descent_idx == 0, budget=budget, method="neuralscale")
+                                          first_iteration=descent_idx == 0, budget=budget, method="neuralscale",
+                                          **scaling)
 
 
-def uniform_widths(model, dataset):
+def uniform_widths(model, dataset, **scaling):
+    """ratio -> uniform widths (`scaling`: budget, cost, round_to; only round_to changes them)."""
     spec, num_classes = MODELS[model], NUM_CLASSES[dataset]
-    return lambda r: spec.prepare_filters(r, num_classes=num_classes, method="uniform")
+    return lambda r: spec.prepare_filters(r, num_classes=num_classes, method="uniform", **scaling)
 
 
-def morph_widths(model, dataset, pruned):
+def morph_widths(model, dataset, pruned, **scaling):
+    """ratio -> the pruned widths rescaled to the budget (`scaling`: budget, cost, round_to)."""
     spec, num_classes = MODELS[model], NUM_CLASSES[dataset]
-    return lambda r: spec.prepare_filters(r, num_classes=num_classes, pruned_widths=list(pruned), method="morph")
+    return lambda r: spec.prepare_filters(r, num_classes=num_classes, pruned_widths=list(pruned), method="morph",
+                                          **scaling)
 
 
 def try_record(path, why, log):
@@ -208,8 +218,16 @@ def read_seeds(plots_dir, model, name, ratio, seeds, widths=None, log=None):
             log(f"note: {path} was trained with widths {[int(w) for w in trained]}, not the {list(widths)} "
                 "this table counts (another record, --exact or --convcut?)")
         found[seed] = (float(test_acc.max()), float(test_acc[-1]),
-                       None if latency is None else float(latency))
+                       None if latency is None else float(latency), test_acc.size, plateau_gain(test_acc))
     return found
+
+
+def plateau_gain(test_acc):
+    """How much the best test accuracy rose over the last quarter of the epochs (ceil(E / 4) of E):
+    near 0 when the accuracy has plateaued."""
+    last = math.ceil(len(test_acc) / 4)
+    earlier = test_acc[:len(test_acc) - last]
+    return float(test_acc.max() - earlier.max()) if earlier.size else None
 
 
 def summarise(row, found):
@@ -223,31 +241,40 @@ def summarise(row, found):
     row.best = best.tolist()
     row.acc_mean, row.acc_std = float(best.mean()), float(best.std(ddof=0))  # population std, as the paper
     row.acc_final_mean = float(final.mean())
+    row.epochs = [found[s][3] for s in row.seeds]
+    gains = [found[s][4] for s in row.seeds if found[s][4] is not None]
+    row.plateau_gain = max(gains) if gains else None
     latencies = [found[s][2] for s in row.seeds if found[s][2] is not None]
     if latencies:
         row.latency_ms, row.latency_source = float(np.mean(latencies)), "pickle"
     return row
 
 
-def measure(model, dataset, widths, convcut, device, plots_dir):
+def measure(model, dataset, widths, convcut, device, plots_dir, protocol=None):
     """Latency (ms per batch of 100) of the network these widths build, on `device`; a measurement of
-    the same configuration on this machine under plots_dir is reused."""
+    the same configuration on this machine under plots_dir is reused. `protocol` (a latency budget's):
+    batch, precision and clock of cached_latency, and the network timed with its gates as the latency
+    model times it (utils.latency_model.timed_gates)."""
     from model import build_model
     from utils import accel
     from utils.latency import cached_latency, latency_cache_dir
-    net = build_model(model, widths, NUM_CLASSES[dataset], convcut=convcut).to(device)
-    ms = cached_latency(latency_cache_dir(plots_dir), net, device, IMAGE_SIZE[dataset])
+    from utils.latency_model import timed_gates
+    gates = protocol is not None and timed_gates(model)
+    net = build_model(model, widths, NUM_CLASSES[dataset], convcut=convcut, gates=gates).to(device)
+    ms = cached_latency(latency_cache_dir(plots_dir), net, device, IMAGE_SIZE[dataset], **(protocol or {}))
     del net
     accel.empty_cache(device)
     return ms
 
 
-def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, log=lambda message: None):
+def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, log=lambda message: None,
+           protocol=None, cost=None):
     """The table's rows, method by method and ratio by ratio.
 
     A method with no result file at any requested ratio and seed is left out with a note; a ratio
     with no file keeps its row (configuration and parameters) with n_seeds 0 and no accuracy.
     `device` None skips the latency measurement (a `latency_ms` stored in the pickles is still used).
+    A latency budget: `protocol` measures as its model predicts, `cost` fills latency_predicted_ms.
     """
     num_classes = NUM_CLASSES[dataset]
     ratios, seeds = list(dict.fromkeys(ratios)), list(dict.fromkeys(seeds))  # a repeat counts once
@@ -265,7 +292,8 @@ def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, lo
             widths = check_widths([int(w) for w in m.widths(r)], f"{m.label} at ratio {r:g}")
             row = Row(m.key, m.label, float(r), widths,
                       built_params(model, widths, num_classes, convcut=m.convcut),
-                      macs=count_macs(model, widths, num_classes, IMAGE_SIZE[dataset], m.convcut))
+                      macs=count_macs(model, widths, num_classes, IMAGE_SIZE[dataset], m.convcut),
+                      latency_predicted_ms=None if cost is None else float(cost(widths)))
             summarise(row, read_seeds(plots_dir, model, m.name, r, seeds,
                                       widths if m.trained_widths else None, log))
             row.missing_seeds = [s for s in seeds if s not in row.seeds]
@@ -276,12 +304,13 @@ def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, lo
                 row.latency_ms, row.latency_source = latency_cache[key]
             elif row.latency_ms is None and device is not None:
                 log(f"measuring latency: {m.label} at ratio {r:g} on {device}")
-                row.latency_ms = measure(model, dataset, widths, m.convcut, device, plots_dir)
+                row.latency_ms = measure(model, dataset, widths, m.convcut, device, plots_dir, protocol)
                 row.latency_source = "measured"
             if row.latency_ms is not None:
                 latency_cache.setdefault(key, (row.latency_ms, row.latency_source))
             rows.append(row)
-        rows[first:] = sorted(rows[first:], key=lambda row: getattr(row, m.budget))  # stable
+        order = "latency_predicted_ms" if m.budget == "latency" else m.budget
+        rows[first:] = sorted(rows[first:], key=lambda row: getattr(row, order))  # stable
     return rows
 
 
@@ -295,29 +324,32 @@ def fmt_num(value, unit=""):
     return "—" if value is None else f"{value:.2f}{unit}"
 
 
-def table_cells(row):
-    """The printed cells of one row (the table and --json share these numbers)."""
+def table_cells(row, predicted=False):
+    """The printed cells of one row (the table and --json share these numbers); predicted: a column of
+    the latency model's prediction after the measured latency."""
     acc = "—" if row.acc_mean is None else f"{row.acc_mean:.2f} ± {row.acc_std:.2f}"
-    return [f"{row.ratio:g}", fmt_params(row.params), fmt_params(row.macs), fmt_num(row.latency_ms, "ms"), acc,
+    latency = [fmt_num(row.latency_ms, "ms")] + ([fmt_num(row.latency_predicted_ms, "ms")] if predicted else [])
+    return [f"{row.ratio:g}", fmt_params(row.params), fmt_params(row.macs), *latency, acc,
             fmt_num(row.acc_final_mean), f"{row.n_seeds}/{row.n_seeds + len(row.missing_seeds)}"]
 
 
 def format_table(rows, heading, notes=(), marked=()):
     """Markdown in the paper's layout: the method name on the first row of its group; methods in
-    `marked` get a ' *' that refers to a note."""
-    header = ["Method", "Ratio", "Params", "MACs", "Latency", "Accuracy (%) mean ± std",
-              "final-epoch mean", "seeds"]
+    `marked` get a ' *' that refers to a note. Rows with a predicted latency add its column."""
+    predicted = any(row.latency_predicted_ms is not None for row in rows)
+    header = ["Method", "Ratio", "Params", "MACs", "Latency", *(["Predicted"] if predicted else []),
+              "Accuracy (%) mean ± std", "final-epoch mean", "seeds"]
     lines = [f"## {heading}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     previous = None
     for row in rows:
         name = "" if row.method == previous else row.label + (" *" if row.method in marked else "")
         previous = row.method
-        lines.append("| " + " | ".join([name] + table_cells(row)) + " |")
+        lines.append("| " + " | ".join([name] + table_cells(row, predicted)) + " |")
     lines += [""] + list(notes)
     return "\n".join(lines)
 
 
-def table_notes(rows, methods, device_name):
+def table_notes(rows, methods, device_name, protocol=None):
     used = {r.method for r in rows}
     notes = ["Accuracy: mean ± population std (ddof 0) over seeds of the best test accuracy over "
              "epochs (the paper's statistic); final-epoch mean beside it. Params: trainable "
@@ -325,8 +357,18 @@ def table_notes(rows, methods, device_name):
              "in its conv and linear layers."]
     sources = {r.latency_source for r in rows}
     if "measured" in sources:
-        notes.append(f"Latency: ms per batch of 100 (20 warm-up + 80 timed passes), measured on "
-                     f"{device_name}.")
+        how = protocol or {}
+        clock = " of this process's CPU time (one thread)" if how.get("clock") == "cpu" else ""
+        notes.append(f"Latency: ms{clock} per batch of {how.get('batch', 100)} (20 warm-up + 80 timed passes, "
+                     f"{how.get('precision', 'fp32')}), measured on {device_name}.")
+    if any(r.latency_predicted_ms is not None for r in rows):
+        notes.append("Predicted: the latency model's prediction (utils/latency_model.py) that the latency "
+                     "budget was met on.")
+    gains = [r.plateau_gain for r in rows if r.plateau_gain is not None]
+    if gains:
+        epochs = sorted({e for r in rows for e in r.epochs})
+        notes.append(f"Plateau: over the last quarter of the {'/'.join(map(str, epochs))} epochs the best test "
+                     f"accuracy rose by at most {max(gains):.2f} points (largest over every row and seed).")
     if "pickle" in sources:
         notes.append("Latency: the latency_ms stored in the result pickles where present.")
     if sources == {None}:
@@ -492,9 +534,11 @@ def checked_ratios(args, dataset):
     return ratios
 
 
-def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(), kind="acc", only=None):
+def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(), kind="acc", only=None,
+         protocol=None, cost=None):
     """Gather the rows, print the table (or --json), write the figures (`only`: just the one against
-    that x, "params", "macs" or "latency_ms"); the rows are returned."""
+    that x, "params", "macs" or "latency_ms"); the rows are returned. `protocol`, `cost`: a latency
+    budget's measurement settings and model (see gather)."""
     device = None if args.no_latency else resolve_device(args.device)
     if not any_results(methods, args.plots_dir, model, ratios, args.seeds):
         raise UserError(f"no result files for {model} on {dataset} under {args.plots_dir}/{model}/ "
@@ -502,12 +546,12 @@ def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(),
     if not args.no_figs:
         writable_dir(args.figs_dir)  # before the long part, after the inputs are known to be good
     rows = gather(methods, model=model, dataset=dataset, plots_dir=args.plots_dir, ratios=ratios,
-                  seeds=args.seeds, device=device, log=log)
+                  seeds=args.seeds, device=device, log=log, protocol=protocol, cost=cost)
     if args.json:
         for row in rows:
             print(json.dumps(row.to_json()))
     else:
-        notes = table_notes(rows, methods, str(device) if device else None) + list(extra_notes)
+        notes = table_notes(rows, methods, str(device) if device else None, protocol) + list(extra_notes)
         print(format_table(rows, heading, notes, {m.key for m in methods if m.note}))
     if not args.no_figs:
         for _, paths in accuracy_figures(rows, figs_dir=args.figs_dir, model=model, dataset=dataset,
