@@ -50,7 +50,45 @@ APT_GET ?= apt-get
 IS_ROOT ?= $(filter 0,$(shell id -u))
 FMNIST_INSTALL = apt-get update && apt-get install -y dataset-fashion-mnist
 
-.PHONY: data demo test test-fast
+# -- The study: NeuralScale against uniform and MorphNet-style scaling at equal parameters, equal MACs and
+# equal latency on this CPU, VGG11 on Fashion-MNIST (docs/latency.md). Scaled to finish within an hour on
+# a 2-core CPU where `bench/train_throughput.py --device cpu --quick` reports about 60 img/s; every
+# network trains until its test accuracy has plateaued (plot_ratio.py prints the evidence under each
+# table). Override any of these on the command line, e.g. make study STUDY_SEEDS="0 1".
+STUDY_DIR ?= study_runs
+STUDY_SUBSET ?= 2048         # training images, of 60,000             [all]
+STUDY_TEST_SUBSET ?= 2000    # test images, of 10,000                 [all]
+STUDY_SEARCH_RATIO ?= 0.25   # search budget: default VGG11 x this    [1.0]
+STUDY_ITERATIONS ?= 2        # architecture-descent iterations        [15]
+STUDY_WARMUP ?= 2            # pre-training epochs before pruning     [10]
+STUDY_SEARCH_BATCH ?= 64     # search minibatch                       [256]
+STUDY_PRUNE_EVERY ?= 4       # minibatches per pruning step           [50]
+STUDY_PRUNE_PER_STEP ?= 40   # units pruned per step                  [10]
+STUDY_BATCH ?= 64            # training minibatch                     [128]
+STUDY_EPOCHS ?= 12           # training epochs per ratio, LR decays at the paper's fractions  [300]
+STUDY_RATIOS ?= 0.125 0.25   # width ratios                           [0.25 .. 2.0]
+STUDY_SEEDS ?= 0 1 2         # seeds per method                       [0 1 2 3 4]
+STUDY_PRECISION ?= bf16      # training and timed arithmetic: bf16 autocast (native on this CPU)  [fp32]
+STUDY_CLOCK ?= cpu           # latency clock: cpu = this process's CPU time at one thread, which the
+                             # other jobs of a shared machine do not inflate; wall on a quiet machine
+
+STUDY_LAST_IDX = $(shell echo $$(( $(STUDY_ITERATIONS) - 1 )))
+STUDY_DIRS = --data_dir $(DATA_DIR) --record_dir $(STUDY_DIR)/prune_record \
+	--plots_dir $(STUDY_DIR)/saved_plots --models_dir $(STUDY_DIR)/saved_models --figs_dir $(STUDY_DIR)/figs
+STUDY_LATENCY = --device cpu --precision $(strip $(STUDY_PRECISION)) --latency_clock $(strip $(STUDY_CLOCK))
+STUDY_DATA = --model vgg --dataset FashionMNIST --subset $(STUDY_SUBSET) $(STUDY_DIRS) $(STUDY_LATENCY)
+STUDY_SEARCH = $(STUDY_DATA) --seed 0 --search_ratio $(STUDY_SEARCH_RATIO) --warmup $(STUDY_WARMUP) \
+	--batch-size $(STUDY_SEARCH_BATCH) --prune_every $(STUDY_PRUNE_EVERY) --prune_per_step $(STUDY_PRUNE_PER_STEP)
+STUDY_SWIPE = $(STUDY_DATA) --test_subset $(STUDY_TEST_SUBSET) --batch-size $(STUDY_BATCH) \
+	--epochs $(STUDY_EPOCHS) --scale_schedule --ratios $(STUDY_RATIOS) --no_latency
+STUDY_TABLE = --model vgg --dataset FashionMNIST $(STUDY_DIRS) $(STUDY_LATENCY) --ratios $(STUDY_RATIOS) \
+	--seeds $(STUDY_SEEDS) --methods uniform morphnet neuralscale_it15 --late_idx $(STUDY_LAST_IDX) \
+	--morph_record fmnist_morph --uniform_name vgg_uni_fmnist
+# One thread per process: latency tables and measurements are of one thread (the cpu clock needs it),
+# and small networks train faster as parallel processes than as one process's threads.
+STUDY_ENV = OMP_NUM_THREADS=1
+
+.PHONY: data demo study test test-fast
 
 data:
 	@for dir in "$(DATA_DIR)/FashionMNIST/raw" "$(DATA_DIR)" "$(FMNIST_SYSTEM_DIR)"; do \
@@ -98,3 +136,32 @@ demo: data $(INSTALLED)
 	  --seeds $(DEMO_SEEDS) --methods uniform morphnet neuralscale_it15 \
 	  --uniform_name vgg_uni_fmnist --morph_name vgg_pruned_fmnist --late_name vgg_late_fmnist \
 	  --prune_fname fmnist_search --late_idx $(DEMO_LAST_IDX) --morph_record fmnist_morph
+
+# Every step resumes: a second `make study` reuses what the first one finished. The latency table is
+# measured first, alone (list_architecture.py); every later step finds it in prune_record/latency_tables.
+study: data $(INSTALLED)
+	$(STUDY_ENV) $(PY) list_architecture.py --model vgg --dataset FashionMNIST $(STUDY_DIRS) $(STUDY_LATENCY) \
+	  --budget latency --ratios $(STUDY_RATIOS)
+	pids=""; for budget in params macs latency; do \
+	  $(STUDY_ENV) $(PY) architecture_descent.py $(STUDY_SEARCH) --iterations $(STUDY_ITERATIONS) \
+	    --budget $$budget --save fmnist_$$budget & pids="$$pids $$!"; \
+	done; \
+	$(STUDY_ENV) $(PY) architecture_descent.py $(STUDY_SEARCH) --morph --save fmnist_morph & pids="$$pids $$!"; \
+	failed=0; for pid in $$pids; do wait $$pid || failed=1; done; [ $$failed = 0 ] || exit 1
+	for seed in $(STUDY_SEEDS); do \
+	  pids=""; \
+	  $(STUDY_ENV) $(PY) ratio_swipe.py $(STUDY_SWIPE) --seed $$seed --uniform --save vgg_uni_fmnist_$$seed \
+	    & pids="$$pids $$!"; \
+	  for budget in params macs latency; do \
+	    $(STUDY_ENV) $(PY) ratio_swipe.py $(STUDY_SWIPE) --seed $$seed --budget $$budget --morph \
+	      --prune_fname fmnist_morph --save vgg_pruned_$${budget}_fmnist_$$seed & pids="$$pids $$!"; \
+	    $(STUDY_ENV) $(PY) ratio_swipe.py $(STUDY_SWIPE) --seed $$seed --budget $$budget \
+	      --prune_fname fmnist_$$budget --descent_idx $(STUDY_LAST_IDX) --save vgg_ns_$${budget}_fmnist_$$seed \
+	      & pids="$$pids $$!"; \
+	  done; \
+	  failed=0; for pid in $$pids; do wait $$pid || failed=1; done; [ $$failed = 0 ] || exit 1; \
+	done
+	for budget in params macs latency; do \
+	  $(STUDY_ENV) $(PY) plot_ratio.py $(STUDY_TABLE) --budget $$budget --prune_fname fmnist_$$budget \
+	    --morph_name vgg_pruned_$${budget}_fmnist --late_name vgg_ns_$${budget}_fmnist || exit 1; \
+	done

@@ -19,8 +19,9 @@ Beyond the paper: --macs_record NAME adds "NeuralScale, MACs budget", the widths
 --budget macs (results --macs_name, iteration --late_idx). Each method's rows are sorted by the resource
 it was searched for: MACs for that one, parameters for the others. --budget macs or latency: every
 method at equal MACs or equal predicted latency (the swipes' widths with the same --budget, the
-NeuralScale record fitted on it), latency measured as its model predicts (--latency_batch,
---precision, --latency_clock) and the prediction beside it; --round_to N as the swipes had it.
+NeuralScale record fitted on it), the latency model's prediction beside the measured latency;
+--round_to N as the swipes had it. --latency_batch, --precision and --latency_clock set how latency is
+measured (and predicted); the defaults are the paper's batch 100 in fp32 on the wall clock.
 """
 import functools
 
@@ -148,11 +149,10 @@ def main(argv=None):
     if min(args.early_idx, args.late_idx) < 0:
         raise UserError("--early_idx and --late_idx count iterations from 0")
     cost = latency_cost(args, NUM_CLASSES[args.dataset], IMAGE_SIZE[args.dataset], log=log)
-    protocol = None
-    if args.budget == "latency" and not args.no_latency:
+    protocol = {"batch": args.latency_batch, "precision": args.precision, "clock": args.latency_clock}
+    if not args.no_latency:
         from utils.latency_model import check_clock
         check_clock(args.latency_clock, args.device)
-        protocol = {"batch": args.latency_batch, "precision": args.precision, "clock": args.latency_clock}
     equal = "" if args.budget == "params" else f", equal {scaling.RESOURCE_WORDS[args.budget]}"
     report.emit(args, build_methods(args, cost), model=args.model, dataset=args.dataset, ratios=ratios,
                 heading=report.title(args.model, args.dataset) + equal, log=log, only=args.x,

@@ -3,6 +3,7 @@ here times anything. The fake device costs each unit its MACs plus a fixed overh
 have exact expected values."""
 import json
 import math
+import statistics
 
 import numpy as np
 import pytest
@@ -96,6 +97,17 @@ def test_prediction_is_exact_for_a_bilinear_cost(model, classes, size):
         assert table.predict(widths) - expected == pytest.approx(table.constant_ms, abs=1e-9)
     uniform_units = len(latency_model.plan(model, MODELS[model].DEFAULT_WIDTHS, classes, size))
     assert table.constant_ms == pytest.approx(NETWORK_OVERHEAD - UNIT_OVERHEAD * uniform_units)
+    assert table.scale == pytest.approx(1.0)
+
+
+def test_calibration_is_robust_to_one_disturbed_measurement():
+    units = [1.0, 2.0, 4.0, 8.0, 16.0]
+    whole = [2 + 1.5 * u for u in units]
+    assert latency_model.calibration(units, whole) == pytest.approx((2.0, 1.5))
+    whole[2] += 30  # another job ran during this one
+    assert latency_model.calibration(units, whole) == pytest.approx((2.0, 1.5))
+    constant, scale = latency_model.calibration(units, [10 - u for u in units])  # nonsense: shrinks as it grows
+    assert scale == 1.0 and constant == pytest.approx(statistics.median(10 - 2 * u for u in units))
 
 
 def test_a_noisy_grid_is_made_monotone():

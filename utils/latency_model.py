@@ -8,8 +8,10 @@ unit kind once on a grid of widths (the default network's widths at that positio
 and 1) and interpolates bilinearly, which is exact for a cost of the form p + q*a + r*b + s*a*b (a
 convolution's MACs) and extrapolates the outermost cell beyond the grid. The grid is made
 non-decreasing along both widths (a wider layer is never predicted faster), which keeps the budget
-bisections monotone. A measured constant, the median over a few uniformly scaled whole networks of
-(measured - sum of units), covers what the units leave out.
+bisections monotone. A measured constant and scale cover what the units leave out (the network's own
+overhead, and units that run faster or slower in sequence than alone): measured = constant + scale *
+sum of units, fitted over a few uniformly scaled whole networks by the median of pairwise slopes
+(Theil-Sen, robust to one disturbed measurement).
 
 Timing (time_forward): on --device, in --precision, at the process's thread count, batch --latency_batch,
 NCHW input, eval mode, UNIT_WARMUP warm-up passes then the mean of UNIT_TIMED passes, synchronised, on
@@ -42,10 +44,10 @@ from utils.base import UserError
 from utils.base import log as default_log
 from utils.latency import CLOCKS, device_name
 
-FORMAT = 1
+FORMAT = 2
 GRID_RATIOS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2)  # each axis: the default width times these, and 1
-REFERENCE_RATIOS = (0.125, 0.25, 0.5)  # whole uniform networks timed for the constant
-UNIT_WARMUP, UNIT_TIMED = 1, 5
+REFERENCE_RATIOS = (1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2)  # whole uniform networks timed for the calibration
+UNIT_WARMUP, UNIT_TIMED = 2, 5
 
 
 # -- the units of each network --------------------------------------------------------------------------
@@ -261,10 +263,10 @@ def _locate(axis, value):
 
 
 class LatencyTable:
-    """Predicted ms per batch: the measured constant plus each unit's interpolated time."""
+    """Predicted ms per batch: the measured constant plus the scale times the units' interpolated times."""
 
-    def __init__(self, key, units, constant_ms):
-        self.key, self.constant_ms = key, float(constant_ms)
+    def __init__(self, key, units, constant_ms, scale=1.0):
+        self.key, self.constant_ms, self.scale = key, float(constant_ms), float(scale)
         self.units = {unit: (list(a), list(b), np.asarray(ms, dtype=np.float64)) for unit, (a, b, ms) in units.items()}
 
     def unit_ms(self, unit, a, b):
@@ -282,17 +284,17 @@ class LatencyTable:
 
     def predict(self, widths, convcut=False):
         """Predicted ms per batch of key["batch"] images of the network these widths build."""
-        return self.constant_ms + self.units_ms(widths, convcut)
+        return self.constant_ms + self.scale * self.units_ms(widths, convcut)
 
     def to_json(self):
-        return {"key": self.key, "constant_ms": self.constant_ms,
+        return {"key": self.key, "constant_ms": self.constant_ms, "scale": self.scale,
                 "units": [{"unit": list(unit), "a": a, "b": b, "ms": ms.tolist()}
                           for unit, (a, b, ms) in self.units.items()]}
 
     @classmethod
     def from_json(cls, data):
         units = {tuple(entry["unit"]): (entry["a"], entry["b"], entry["ms"]) for entry in data["units"]}
-        return cls(data["key"], units, data["constant_ms"])
+        return cls(data["key"], units, data["constant_ms"], data["scale"])
 
 
 def real_measure(target):
@@ -329,15 +331,27 @@ def build_table(target, measure=None, log=default_log):
     start = time.perf_counter()
     table = LatencyTable(key, _measure_units(target, measure, log), 0.0)
     template = get_spec(target.model).DEFAULT_WIDTHS
-    residuals = []
+    units, whole = [], []
     for ratio in REFERENCE_RATIOS:
         widths = tuple(max(1, int(w * ratio)) for w in template)
-        whole = measure(Probe(("network", target.model), widths, target.num_classes, target.input_size, target.gates))
-        residuals.append(whole - table.units_ms(widths))
-    table.constant_ms = float(statistics.median(residuals))
-    log(f"latency table {target.model}: constant {table.constant_ms:+.3f} ms; built in "
-        f"{time.perf_counter() - start:.0f} s")
+        whole.append(measure(Probe(("network", target.model), widths, target.num_classes, target.input_size,
+                                   target.gates)))
+        units.append(table.units_ms(widths))
+    table.constant_ms, table.scale = calibration(units, whole)
+    log(f"latency table {target.model}: whole network = {table.constant_ms:+.3f} ms + {table.scale:.3f} x units; "
+        f"built in {time.perf_counter() - start:.0f} s")
     return table
+
+
+def calibration(units, whole):
+    """(constant, scale) of whole = constant + scale * units: the median of the pairwise slopes and of
+    the residuals (Theil-Sen). A slope that is not positive (noise) falls back to 1: the prediction
+    must grow with the units."""
+    slopes = [(whole[i] - whole[j]) / (units[i] - units[j]) for i in range(len(units)) for j in range(i)
+              if units[i] != units[j]]
+    scale = statistics.median(slopes) if slopes else 1.0
+    scale = scale if scale > 0 else 1.0
+    return float(statistics.median(w - scale * u for u, w in zip(units, whole))), float(scale)
 
 
 def cache_path(cache_dir, key):

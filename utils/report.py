@@ -252,15 +252,14 @@ def summarise(row, found):
 
 def measure(model, dataset, widths, convcut, device, plots_dir, protocol=None):
     """Latency (ms per batch of 100) of the network these widths build, on `device`; a measurement of
-    the same configuration on this machine under plots_dir is reused. `protocol` (a latency budget's):
-    batch, precision and clock of cached_latency, and the network timed with its gates as the latency
-    model times it (utils.latency_model.timed_gates)."""
+    the same configuration on this machine under plots_dir is reused. `protocol`: batch, precision and
+    clock of cached_latency (default: the paper's 100, fp32, wall clock). VGG11 is timed with its gates,
+    as the authors timed it and as the latency model does (utils.latency_model.timed_gates)."""
     from model import build_model
     from utils import accel
     from utils.latency import cached_latency, latency_cache_dir
     from utils.latency_model import timed_gates
-    gates = protocol is not None and timed_gates(model)
-    net = build_model(model, widths, NUM_CLASSES[dataset], convcut=convcut, gates=gates).to(device)
+    net = build_model(model, widths, NUM_CLASSES[dataset], convcut=convcut, gates=timed_gates(model)).to(device)
     ms = cached_latency(latency_cache_dir(plots_dir), net, device, IMAGE_SIZE[dataset], **(protocol or {}))
     del net
     accel.empty_cache(device)
