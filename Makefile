@@ -83,7 +83,8 @@ STUDY_SWIPE = $(STUDY_DATA) --test_subset $(STUDY_TEST_SUBSET) --batch-size $(ST
 	--epochs $(STUDY_EPOCHS) --scale_schedule --ratios $(STUDY_RATIOS) --no_latency
 STUDY_TABLE = --model vgg --dataset FashionMNIST $(STUDY_DIRS) $(STUDY_LATENCY) --ratios $(STUDY_RATIOS) \
 	--seeds $(STUDY_SEEDS) --methods uniform morphnet neuralscale_it15 --late_idx $(STUDY_LAST_IDX) \
-	--morph_record fmnist_morph --uniform_name vgg_uni_fmnist
+	--morph_record fmnist_morph --uniform_name vgg_uni_fmnist $(STUDY_TABLE_FLAGS)
+STUDY_TABLE_FLAGS ?=         # more plot_ratio.py flags (the chain's test passes --no_latency)
 # One thread per process: latency tables and measurements are of one thread (the cpu clock needs it),
 # and small networks train faster as parallel processes than as one process's threads.
 STUDY_ENV = OMP_NUM_THREADS=1

@@ -119,16 +119,17 @@ def choose_method(args):
     return given[0] if given else "neuralscale"
 
 
-def plan_widths(args, method, ratios, num_classes, pruned_filters, budget="params", targets=None, cost=None):
+def plan_widths(args, method, ratios, num_classes, pruned_filters, budget="params", targets=None, cost=None,
+                round_to=1):
     """[(ratio, widths)] for every ratio, or [(target, widths)] for every absolute budget in `targets`
-    (an amount of `budget`; `cost`: the latency model's prediction for a latency budget), and the
-    provenance keys of the result. Every one is resolved before anything trains, so a bad record or
-    budget fails at once."""
+    (an amount of `budget`; `cost`: the latency model's prediction for a latency budget; every width a
+    multiple of `round_to`), and the provenance keys of the result. Every one is resolved before
+    anything trains, so a bad record or budget fails at once."""
     spec = get_spec(args.model)
     num_layers = len(spec.DEFAULT_WIDTHS)
     kwargs = {"num_classes": num_classes, "search": False, "first_iteration": args.descent_idx == 0,
               "method": "uniform" if method == "convcut" else method, "exact": args.exact,
-              "convcut": method == "convcut", "budget": budget, "cost": cost, "round_to": args.round_to}
+              "convcut": method == "convcut", "budget": budget, "cost": cost, "round_to": round_to}
     info = {}
     if method == "neuralscale":
         if not args.prune_fname:
@@ -228,7 +229,8 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
     num_classes = NUM_CLASSES[args.dataset]
     budget, ratios, targets = scaling.budget_points(args, args.default_ratios)
     cost = latency_cost(args, num_classes, IMAGE_SIZE[args.dataset], convcut=method == "convcut")
-    plans, info = plan_widths(args, method, ratios, num_classes, pruned_filters, budget, targets, cost)
+    plans, info = plan_widths(args, method, ratios, num_classes, pruned_filters, budget, targets, cost,
+                              args.round_to)
     todo = pending(args, method, budget, plans, targets)
     if not todo:
         return
