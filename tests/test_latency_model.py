@@ -336,3 +336,15 @@ def test_latency_budget_end_to_end(tmp_path):
     assert "VGG11 synthetic, equal ms of predicted latency" in shown.stdout
     assert f"| {at_ratio['latency_predicted_ms']:.2f}ms |" in shown.stdout and "Predicted" in shown.stdout
     assert "measuring" not in listed.stderr + shown.stderr + listed.stdout
+
+
+def test_top_up_exchanges_a_step_when_every_single_step_overshoots():
+    """Under the budget at [5, 5] (85) and over it after any one more unit (92, 95): moving a unit from
+    the second layer to the first lands on 88, within 1 %; with steps of 2 the same holds."""
+    def count(widths):
+        return 10 * widths[0] + 7 * widths[1]
+
+    assert scaling.top_up([5, 5], np.array([5.5, 5.5]), 88, count, 0.01) == [6, 4]
+    assert scaling.top_up([6, 6], np.array([6.0, 6.0]), 108, count, 0.01, step=2) == [8, 4]
+    assert scaling.top_up([5, 5], np.array([5.5, 5.5]), 88.5, lambda w: 10 * w[0] + 10 * w[1], 0.001) is None
+    assert scaling.rounded([7.9, 8.0, 17.5, 0.4], 8) == [8, 8, 16, 8] and scaling.rounded([7.9, 0.4]) == [7, 0]
