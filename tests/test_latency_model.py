@@ -348,3 +348,20 @@ def test_top_up_exchanges_a_step_when_every_single_step_overshoots():
     assert scaling.top_up([6, 6], np.array([6.0, 6.0]), 108, count, 0.01, step=2) == [8, 4]
     assert scaling.top_up([5, 5], np.array([5.5, 5.5]), 88.5, lambda w: 10 * w[0] + 10 * w[1], 0.001) is None
     assert scaling.rounded([7.9, 8.0, 17.5, 0.4], 8) == [8, 8, 16, 8] and scaling.rounded([7.9, 0.4]) == [7, 0]
+
+
+def test_time_forward_with_an_injected_clock():
+    """The unit protocol: UNIT_WARMUP passes, then UNIT_TIMED passes between two clock readings (after a
+    synchronisation each), in eval mode; ms per pass."""
+    calls, readings, syncs = [], iter([1.0, 1.05]), []
+
+    class Count(torch.nn.Module):
+        def forward(self, x):
+            calls.append((x.shape, self.training))
+            return x
+
+    ms = latency_model.time_forward(Count(), (3, 4, 4), device="cpu", precision="fp32", batch=2,
+                                    clock=lambda: next(readings), synchronize=syncs.append)
+    assert ms == pytest.approx(50.0 / latency_model.UNIT_TIMED)
+    assert len(calls) == latency_model.UNIT_WARMUP + latency_model.UNIT_TIMED and len(syncs) == 2
+    assert all(shape == (2, 3, 4, 4) and not training for shape, training in calls)
