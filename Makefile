@@ -65,7 +65,8 @@ STUDY_SEARCH_BATCH ?= 64     # search minibatch                       [256]
 STUDY_PRUNE_EVERY ?= 4       # minibatches per pruning step           [50]
 STUDY_PRUNE_PER_STEP ?= 40   # units pruned per step                  [10]
 STUDY_BATCH ?= 64            # training minibatch                     [128]
-STUDY_EPOCHS ?= 12           # training epochs per ratio, LR decays at the paper's fractions  [300]
+STUDY_TEST_BATCH ?= 200      # test minibatch: equal batches, so the per-batch mean is the accuracy  [128]
+STUDY_EPOCHS ?= 16           # training epochs per ratio, LR decays at the paper's fractions  [300]
 STUDY_RATIOS ?= 0.125 0.25   # width ratios                           [0.25 .. 2.0]
 STUDY_SEEDS ?= 0 1 2         # seeds per method                       [0 1 2 3 4]
 STUDY_PRECISION ?= bf16      # training and timed arithmetic: bf16 autocast (native on this CPU)  [fp32]
@@ -79,8 +80,11 @@ STUDY_LATENCY = --device cpu --precision $(strip $(STUDY_PRECISION)) --latency_c
 STUDY_DATA = --model vgg --dataset FashionMNIST --subset $(STUDY_SUBSET) $(STUDY_DIRS) $(STUDY_LATENCY)
 STUDY_SEARCH = $(STUDY_DATA) --seed 0 --search_ratio $(STUDY_SEARCH_RATIO) --warmup $(STUDY_WARMUP) \
 	--batch-size $(STUDY_SEARCH_BATCH) --prune_every $(STUDY_PRUNE_EVERY) --prune_per_step $(STUDY_PRUNE_PER_STEP)
+# The test set in file order (--test_order fixed) and in equal batches: a shuffled order moves each
+# epoch's accuracy by noise, which the best-epoch statistic and the plateau check would pick up.
 STUDY_SWIPE = $(STUDY_DATA) --test_subset $(STUDY_TEST_SUBSET) --batch-size $(STUDY_BATCH) \
-	--epochs $(STUDY_EPOCHS) --scale_schedule --ratios $(STUDY_RATIOS) --no_latency
+	--test-batch-size $(STUDY_TEST_BATCH) --test_order fixed --epochs $(STUDY_EPOCHS) --scale_schedule \
+	--ratios $(STUDY_RATIOS) --no_latency
 STUDY_TABLE = --model vgg --dataset FashionMNIST $(STUDY_DIRS) $(STUDY_LATENCY) --ratios $(STUDY_RATIOS) \
 	--seeds $(STUDY_SEEDS) --methods uniform morphnet neuralscale_it15 --late_idx $(STUDY_LAST_IDX) \
 	--morph_record fmnist_morph --uniform_name vgg_uni_fmnist $(STUDY_TABLE_FLAGS)

@@ -23,6 +23,7 @@ timings depend on (model, classes, input size, batch, precision, gates, device a
 threads, torch, the grid and the timing protocol); it is reused only when every field matches, and
 written atomically once complete. `measure` is injectable: tests never time anything.
 """
+import bisect
 import contextlib
 import dataclasses
 import functools
@@ -258,7 +259,7 @@ def _locate(axis, value):
     extrapolated from the outermost cell). An axis of one value: (0, 0.0)."""
     if len(axis) == 1:
         return 0, 0.0
-    i = int(np.clip(np.searchsorted(axis, value) - 1, 0, len(axis) - 2))
+    i = min(max(bisect.bisect_left(axis, value) - 1, 0), len(axis) - 2)
     return i, (value - axis[i]) / (axis[i + 1] - axis[i])
 
 
@@ -268,14 +269,15 @@ class LatencyTable:
     def __init__(self, key, units, constant_ms, scale=1.0):
         self.key, self.constant_ms, self.scale = key, float(constant_ms), float(scale)
         self.units = {unit: (list(a), list(b), np.asarray(ms, dtype=np.float64)) for unit, (a, b, ms) in units.items()}
+        self.grids = {unit: (a, b, ms.tolist()) for unit, (a, b, ms) in self.units.items()}  # fast to index
 
     def unit_ms(self, unit, a, b):
-        axis_a, axis_b, ms = self.units[unit]
+        axis_a, axis_b, ms = self.grids[unit]
         i, u = _locate(axis_a, a)
         j, v = _locate(axis_b, b)
         i1, j1 = min(i + 1, len(axis_a) - 1), min(j + 1, len(axis_b) - 1)
-        return ((1 - u) * (1 - v) * ms[i, j] + u * (1 - v) * ms[i1, j] + (1 - u) * v * ms[i, j1]
-                + u * v * ms[i1, j1])
+        return ((1 - u) * (1 - v) * ms[i][j] + u * (1 - v) * ms[i1][j] + (1 - u) * v * ms[i][j1]
+                + u * v * ms[i1][j1])
 
     def units_ms(self, widths, convcut=False):
         key = self.key
