@@ -14,10 +14,11 @@ import os
 from model import build_model, get_spec
 from model.gate import Gate
 from utils import accel, io, oneshot, run, swipe
-from utils.base import CIFAR_LIKE, UserError, log, resolve_device, run_main
+from utils.base import CIFAR_LIKE, RESUMES_EPOCH, UserError, log, resolve_device, run_main
 from utils.cli import make_parser
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import actual_params, count_macs, count_params
+from utils.progress import Clock, Position
 from utils.train import RECIPES, evaluate, load_checkpoint, prepare_model, set_seed
 
 DATASETS = CIFAR_LIKE + ("tinyimagenet",)
@@ -41,7 +42,8 @@ def check_pretrained(path, args):
     name = args.resume or args.prune_fname
     if not os.path.isfile(path):
         raise UserError(f"no pre-trained checkpoint {path}; run train_norm.py --model {args.model} "
-                        f"--dataset {args.dataset} --save {name} first, or fix --resume/--models_dir")
+                        f"--dataset {args.dataset} --save {name} first (its --keep_checkpoints best or all keeps "
+                        f"this file), or fix --resume/--models_dir")
     return path
 
 
@@ -139,6 +141,7 @@ def main(argv=None):
     check_pretrained(source, args)
     args = run.with_seed(args, checkpoints=[run.checkpoint_paths(args.models_dir, args.model, stem)[0]])
     accel.set_precision(device, args.precision)
+    accel.set_deterministic(device, args.deterministic)
     set_seed(args.seed)
     net, arch = load_pretrained(source, args, num_classes, device)
     widths, facts = prune_pretrained(net, arch, args, method, num_classes)
@@ -154,11 +157,12 @@ def main(argv=None):
         epochs=epochs, method=method, ratio=args.ratio, widths=widths, name=name,
         fingerprint={"pretrained": source},
         extra={**facts, "pretrained": source, "pruned_test_acc": float(pruned_test["acc"]),
-               "pruned_test_acc_dataset": float(pruned_test["acc_dataset"]), "latency_ms_physical": physical})
+               "pruned_test_acc_dataset": float(pruned_test["acc_dataset"]), "latency_ms_physical": physical},
+        keep=args.keep_checkpoints, position=Position("ratio 1/1", Clock(epochs)))
     log(f"{name}: best test acc {result['best_test_acc']:.2f}; wrote {path}")
     del net
     accel.empty_cache(device)
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, RESUMES_EPOCH)

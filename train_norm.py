@@ -7,10 +7,11 @@ Epochs follow the authors' override: 300 (CIFAR-like, x0.1 at 100/200/250), 150 
 """
 from model import build_model, get_spec
 from utils import io, run, swipe
-from utils.accel import set_precision
-from utils.base import CIFAR_LIKE, log, resolve_device, run_main
+from utils.accel import set_deterministic, set_precision
+from utils.base import CIFAR_LIKE, RESUMES_EPOCH, log, resolve_device, run_main
 from utils.cli import make_parser
 from utils.data import NUM_CLASSES
+from utils.progress import Clock, Position
 from utils.train import RECIPES, prepare_model, set_seed
 
 DATASETS = CIFAR_LIKE + ("tinyimagenet",)
@@ -37,15 +38,17 @@ def main(argv=None):
     checkpoint, best = run.checkpoint_paths(args.models_dir, args.model, args.save)
     args = run.with_seed(args, checkpoints=[checkpoint])
     set_precision(device, args.precision)
+    set_deterministic(device, args.deterministic)
     loaders = run.load_data(args, device)
     run.output_dirs(args)
     set_seed(run.init_seed(args.seed, RATIO))
     net = prepare_model(build_model(args.model, widths, num_classes, gates=True, bn_init=args.bn_init), device)
     name = f"{args.model} {args.dataset} train_norm seed={args.seed}"
     run.train_and_save(net, args, device=device, loaders=loaders, path=path, stem=args.save, schedule=schedule,
-                       epochs=epochs, method="uniform", ratio=RATIO, widths=widths, name=name)
-    log(f"{name}: best model {best}; wrote {path}")
+                       epochs=epochs, method="uniform", ratio=RATIO, widths=widths, name=name,
+                       keep=args.keep_checkpoints, position=Position("ratio 1/1", Clock(epochs)))
+    log(f"{name}: wrote {path}" + ("" if args.keep_checkpoints == "none" else f"; best model {best}"))
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, RESUMES_EPOCH)

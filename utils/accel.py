@@ -11,6 +11,7 @@ accumulation in fp32; the loss is computed on fp32 logits by the caller. It chan
 feed Taylor-FO (README, faithfulness notes).
 """
 import contextlib
+import os
 
 import torch
 
@@ -50,9 +51,24 @@ def prefers_channels_last(device):
 
 
 def cudnn_autotune(device):
-    """Shapes repeat every batch: let cuDNN time each convolution's kernels once and keep the fastest."""
-    if is_cuda(device):
+    """Shapes repeat every batch: let cuDNN time each convolution's kernels once and keep the fastest.
+    Not under set_deterministic: the fastest kernel may differ between runs."""
+    if is_cuda(device) and not torch.are_deterministic_algorithms_enabled():
         torch.backends.cudnn.benchmark = True
+
+
+def set_deterministic(device, on):
+    """--deterministic: a seed repeats a run bit for bit on CUDA too. cuDNN uses deterministic kernels and
+    no autotuning, every operation with a deterministic variant uses it (one without raises rather than
+    vary), and cuBLAS gets the fixed workspace that makes it deterministic (CUBLAS_WORKSPACE_CONFIG, read
+    when CUDA creates its first cuBLAS handle: call this before any CUDA work). Off: PyTorch's defaults.
+    The CPU needs none of it (its kernels repeat given the same thread count) but takes the same switch."""
+    if not on:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
 
 
 # Host <-> device ------------------------------------------------------------------------------------

@@ -26,8 +26,16 @@ class UserError(Exception):
     """A mistake the user can fix; reported as one line, exit 2."""
 
 
-def run_main(main):
-    """Run a script's main(); a UserError becomes `error: ...` on stderr and exit status 2."""
+# What Ctrl-C prints in a script that resumes (run_main's `interrupted`).
+RESUMES_EPOCH = ("interrupted: run the same command again to resume from the last finished epoch "
+                 "(finished results are kept)")
+RESUMES_ITERATION = ("interrupted: run the same command again to resume at the first unfinished search "
+                     "iteration, which starts over (finished iterations are kept)")
+
+
+def run_main(main, interrupted="interrupted"):
+    """Run a script's main(); a UserError becomes `error: ...` on stderr and exit status 2, Ctrl-C the line
+    `interrupted` (what the same command does next, in scripts that resume) and exit status 130."""
     try:
         main()
         sys.stdout.flush()  # a closed pipe shows up here, not in the interpreter's exit
@@ -35,7 +43,7 @@ def run_main(main):
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:  # `script | head` closed the pipe: stop quietly, as other shell tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -141,7 +141,8 @@ def add_budget_arg(parser, default="params"):
 
 
 def add_precision_args(parser):
-    """--precision and --bn_init: shared by every training script (swipes, train_norm, fine_tune, searches)."""
+    """--precision, --bn_init and --deterministic: shared by every training script (swipes, train_norm,
+    fine_tune, searches)."""
     from model.bn_init import BN_INITS
     from utils.accel import PRECISIONS
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -151,6 +152,9 @@ def add_precision_args(parser):
     parser.add_argument("--bn_init", choices=BN_INITS, default="uniform",
                         help="BatchNorm weight init of resnet18 and mobilenetv2: uniform U(0, 1), what the "
                              "authors' PyTorch 1.0.1 did; ones: today's default. VGG always 0.5 (authors')")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="repeat bit for bit on CUDA: deterministic cuDNN and torch algorithms, no cuDNN "
+                             "autotuning (slower; stored in the run's settings). The CPU repeats without it")
     return parser
 
 

@@ -4,7 +4,8 @@ Iteration k, as the authors' script runs it: build the gated network (k = 0: the
 by --search_ratio; k >= 1: the widths whose parameter count matches that budget under iteration k-1's
 power law), train it from scratch with the search LR rule, prune it with Taylor-FO from the end of the
 warm-up until the pruner is done, write the record `<save>_<k>.csv`, fit (alpha, beta) and write
-`<save>_param<k>.pk`. After the last iteration, `<save>.pk` = {"param": [[alpha, beta], ...]}.
+`<save>_param<k>.pk`. After the last iteration, `<save>.pk` = {"param": [[alpha, beta], ...]}. Each
+iteration also writes `<save>_epochs<k>.csv`, one row per epoch as it goes (utils/progress.py).
 
 --budget macs: the same search for a budget in MACs per image. Every iteration's network matches the
 MACs of the default network scaled by --search_ratio, and tau in the fit is each recorded row's MACs;
@@ -28,6 +29,7 @@ from utils.base import (UserError, check_positive, check_run_name, log, positive
 from utils.cli import add_budget_arg, add_training_args, check_pair, make_parser
 from utils.fit import MIN_ROWS, fit_power_law
 from utils.params import count_macs, count_params
+from utils.progress import Clock, EpochCSV, timestamp
 from utils.prune import TaylorFOPruner
 from utils.scaling import input_size
 from utils.train import RECIPES
@@ -35,6 +37,8 @@ from utils.train import RECIPES
 DEFAULT_ITERATIONS, MORPH_ITERATIONS = 15, 1
 DEFAULT_FRACTION, MORPH_FRACTION = 0.95, 0.5
 EPOCH_STRIDE = 1_000_000  # iteration k trains on data epochs k * EPOCH_STRIDE + e
+# The per-epoch CSV of a search iteration, <record_dir>/<save>_epochs<k>.csv.
+SEARCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "units_left", "prune_steps")
 
 
 def add_search_args(parser, recipe, *, datasets, model, dataset):
@@ -135,7 +139,10 @@ SEARCH_SETTINGS = ("model", "dataset", "seed", "lr", "momentum", "weight_decay",
 
 
 def search_settings(args):
-    return {k: getattr(args, k) for k in SEARCH_SETTINGS}
+    settings = {k: getattr(args, k) for k in SEARCH_SETTINGS}
+    if args.deterministic:  # only when on, so records written before the flag existed still match
+        settings["deterministic"] = True
+    return settings
 
 
 def _other_settings(path, data, args):
@@ -204,8 +211,35 @@ def _search_widths(args, k, num_classes, previous):
                                 method="neuralscale")
 
 
-def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
-    """Train and prune one network; the pruner's recorded rows. UserError when pruning does not finish."""
+def epochs_csv_path(record_dir, save, iteration):
+    """The per-epoch CSV of search iteration k, beside its fit <save>_param<k>.pk (utils.progress)."""
+    return os.path.join(record_dir, f"{save}_epochs{iteration}.csv")
+
+
+def planned_epochs(args, pruner, batches):
+    """The epochs an iteration runs when it takes every allowed prune step: the warm-up, then the first
+    window of prune_every + 1 minibatches, prune_every per later step and the call that reports done
+    (the last-unit rule can end it sooner); at most --epochs."""
+    return min(args.epochs, args.warmup + -(-(pruner.max_steps * args.prune_every + 2) // batches))
+
+
+class _SearchClock(Clock):
+    """The search's clock, in epochs: the iterations not yet started count at the first one's estimate."""
+
+    def __init__(self, iterations):
+        super().__init__(0)
+        self.iterations, self.estimate = iterations, None
+
+    def begin(self, planned):
+        if self.estimate is None:
+            self.estimate = planned
+            self.add(planned * self.iterations)
+        else:
+            self.add(planned - self.estimate)
+
+
+def _new_pruner(args, k, widths, num_classes, device, log):
+    """The gated network of iteration k, its optimizer and its pruner (seeded from (--seed, k))."""
     train.set_seed(iteration_seed(args.seed, k))
     model = train.prepare_model(build_model(args.model, widths, num_classes, gates=True, bn_init=args.bn_init),
                                 device)
@@ -214,14 +248,43 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
                             prune_every=args.prune_every, prune_per_step=args.prune_per_step, log=log)
     macs = count_macs(args.model, widths, num_classes, input_size(num_classes))
     log(f"iteration {k}: widths {widths} ({count_params(args.model, widths, num_classes):,} formula params, "
-        f"{macs:,} MACs, "
-        f"{pruner.total} units; pruning to {pruner.total - pruner.max_prunable} in at most "
+        f"{macs:,} MACs, {pruner.total} units; pruning to {pruner.total - pruner.max_prunable} in at most "
         f"{pruner.max_steps} steps)")
+    return model, optimizer, pruner
+
+
+def _epoch_line(args, k, epoch, lr, stats, pruner, clock):
+    return (f"{timestamp()} iteration {k} epoch {epoch}: lr {lr:.4g} loss {stats['loss']:.4f} acc "
+            f"{stats['acc']:.2f} units left {pruner.total - pruner.pruned}/{pruner.total} | prune step "
+            f"{pruner.steps_done}/{pruner.max_steps}, iteration {k + 1}/{args.iterations}; {clock.summary()}")
+
+
+def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log, clock):
+    """Train and prune one network; the pruner's recorded rows. UserError when pruning does not finish,
+    and then the iteration leaves no file. `clock`: the search's _SearchClock."""
+    model, optimizer, pruner = _new_pruner(args, k, widths, num_classes, device, log)
+    planned = planned_epochs(args, pruner, len(loader))
+    clock.begin(planned)
+    epoch_csv = EpochCSV(epochs_csv_path(args.record_dir, args.save, k), SEARCH_COLUMNS)
+    epoch_csv.restart()  # an interrupted iteration starts over, and so does its CSV
+    try:
+        epoch = _prune_epochs(args, k, (model, optimizer, pruner), _IterationEpochs(loader, k), device, schedule,
+                              log, clock, epoch_csv)
+    except UserError:
+        if os.path.exists(epoch_csv.path):
+            os.unlink(epoch_csv.path)
+        raise
+    clock.skip(planned - epoch)
+    return _stop(pruner, k, epoch, log)
+
+
+def _prune_epochs(args, k, network, epochs, device, schedule, log, clock, epoch_csv):
+    """Train with the search LR rule, pruning after the warm-up; the epoch at which pruning was complete."""
+    model, optimizer, pruner = network
 
     def after_step(_loss):
         return "stop" if pruner.step() == "done" else None
 
-    epochs = _IterationEpochs(loader, k)
     for epoch in range(1, args.epochs + 1):
         lr = train.lr_for_epoch(schedule, epoch, args.lr, args.warmup)
         train.set_lr(optimizer, lr)
@@ -231,14 +294,28 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log):
         if not np.isfinite(stats["loss"]):  # NaN criteria would prune nothing and record garbage
             raise UserError(f"iteration {k}: the training loss became {stats['loss']} at epoch {epoch} "
                             f"(lr {lr:g}); lower --lr")
-        log(f"iteration {k} epoch {epoch}: lr {lr:.4g} loss {stats['loss']:.4f} acc {stats['acc']:.2f} "
-            f"units left {pruner.total - pruner.pruned}/{pruner.total}")
-        if pruner.finished:
-            return pruner.rows
+        epoch_csv.append({"epoch": epoch, "lr": float(lr), "train_loss": float(stats["loss"]),
+                          "train_acc": float(stats["acc"]), "units_left": pruner.total - pruner.pruned,
+                          "prune_steps": pruner.steps_done})
+        clock.advance(1)
+        log(_epoch_line(args, k, epoch, lr, stats, pruner, clock))
+        if pruner.complete:
+            return epoch
     raise UserError(
-        f"iteration {k}: pruning did not finish within --epochs {args.epochs} ({pruner.steps_done} of "
-        f"{pruner.max_steps} steps done); raise --epochs, or prune faster with a smaller --prune_every "
-        f"or a larger --prune_per_step")
+        f"iteration {k}: pruning did not finish within --epochs {args.epochs}: {pruner.steps_done} of at most "
+        f"{pruner.max_steps} prune steps taken, {pruner.total - pruner.pruned} of {pruner.total} units left (it "
+        f"prunes to {pruner.total - pruner.max_prunable}); raise --epochs, or prune faster with a smaller "
+        f"--prune_every or a larger --prune_per_step")
+
+
+def _stop(pruner, k, epoch, log):
+    """Say how the pruning of iteration k ended; its recorded rows."""
+    by_rule = pruner.finished and pruner.steps_done < pruner.max_steps
+    pruner.finish()
+    why = "the last-unit rule ended it" if by_rule else "every step taken"
+    log(f"iteration {k}: pruning done at epoch {epoch} after {pruner.steps_done} of {pruner.max_steps} steps "
+        f"({why}), {pruner.total - pruner.pruned} of {pruner.total} units left")
+    return pruner.rows
 
 
 def _same_fits(record, fits, num_layers, settings, budget):
@@ -275,6 +352,7 @@ def run_search(args, *, datasets, schedule, log=log):
     if args.seed is None:  # a resumed search keeps the seed its finished iterations stored
         args = argparse.Namespace(**{**vars(args), "seed": train.choose_seed(None, _stored_seeds(args), log)})
     accel.set_precision(device, args.precision)
+    accel.set_deterministic(device, args.deterministic)
     fits, k = [], 0
     while k < args.iterations:
         fit = _load_iteration(args, k, num_layers, log)
@@ -288,9 +366,10 @@ def run_search(args, *, datasets, schedule, log=log):
                                      device=device, loader=args.loader, subset=args.subset, seed=args.seed,
                                      download=args.download, same_norm=args.same_norm, need_test=False)
     writable_dir(args.record_dir)
+    clock = _SearchClock(args.iterations - k)
     for k in range(k, args.iterations):
         widths = _search_widths(args, k, num_classes, fits[-1] if fits else None)
-        rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log)
+        rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log, clock)
         alpha, beta = fit_power_law(rows, args.model, num_classes, exact=args.exact, budget=args.budget)
         io.write_prune_csv(io.record_csv_path(args.record_dir, args.save, k), rows)
         io.save_pickle(io.with_budget({"train_alpha": alpha, "train_beta": beta, "seed": args.seed,

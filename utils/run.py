@@ -29,11 +29,19 @@ from utils.base import UserError, log, writable_dir
 from utils.data import IMAGE_SIZE, get_loaders
 from utils.latency import cached_latency, latency_cache_dir
 from utils.params import actual_params, count_macs
+from utils.progress import EpochCSV, timestamp
 from utils.train import (choose_seed, evaluate, load_checkpoint, lr_for_epoch, make_optimizer, set_lr,
                          train_epoch)
 
 CURVE_KEYS = ("train_acc", "train_loss", "test_acc", "test_loss", "train_acc_dataset",
               "test_acc_dataset", "lr")
+# The per-epoch CSV beside each result, <plots_dir>/<model>/<stem>.csv: the curves, one row per epoch.
+EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "train_acc_dataset", "test_loss", "test_acc",
+                 "test_acc_dataset")
+# What a finished run leaves in <models_dir>: everything, the best-epoch weights (what fine_tune.py
+# reads, and what the authors kept), or nothing. The resumable checkpoint is removed only once the
+# result is written, so a killed run always resumes.
+KEEP_CHECKPOINTS = ("best", "all", "none")
 
 
 def stored_seeds(results=(), checkpoints=()):
@@ -162,15 +170,56 @@ def _start(net, sgd, device, checkpoint_path, fingerprint, epochs, name, overwri
     return optimizer, 1, {k: [] for k in CURVE_KEYS}, (-1.0, 0)
 
 
+def _check_finite(name, epoch, lr, train, test):
+    for which, loss in (("training", train["loss"]), ("test", test["loss"])):
+        if not np.isfinite(loss):
+            raise UserError(f"{name}: the {which} loss became {loss} at epoch {epoch} (lr {lr:g}); lower --lr")
+
+
+def epoch_rows(curves, first=0):
+    """The per-epoch CSV rows (EPOCH_COLUMNS) of `curves` from epoch index `first` on."""
+    return [{"epoch": e + 1, **{k: curves[k][e] for k in EPOCH_COLUMNS[1:]}} for e in range(first, len(curves["lr"]))]
+
+
+def _save_epoch(net, optimizer, epoch, test_acc, curves, best, *, arch, fingerprint, checkpoint_path, best_path):
+    """The best-epoch weights (on a new best, unless best_path is None) and the checkpoint; the best
+    (accuracy, epoch) so far. Best file first: if the process dies between the two writes, the resumed
+    run redoes this epoch (same batches, same result) and writes both again."""
+    weights = net.state_dict()
+    if test_acc > best[0]:
+        best = (float(test_acc), epoch)
+        if best_path is not None:
+            io.save_torch({"epoch": epoch, "state_dict": weights, "architecture": arch, "best_prec1": best[0],
+                           "fingerprint": fingerprint}, best_path)
+    io.save_torch({"epoch": epoch, "state_dict": weights, "optimizer": optimizer.state_dict(), "curves": curves,
+                   "best_acc": best[0], "best_epoch": best[1], "architecture": arch, "fingerprint": fingerprint},
+                  checkpoint_path)
+    return best
+
+
+def _epoch_line(name, epoch, epochs, lr, train, test, best, seconds, position):
+    where = f"{position.where} " if position else ""
+    clock = f"; {position.clock.summary()}" if position else ""
+    return (f"{timestamp()} {name} | {where}epoch {epoch}/{epochs} lr {lr:.4g} | train loss {train['loss']:.4f} "
+            f"acc {train['acc']:.2f} | test loss {test['loss']:.4f} acc {test['acc']:.2f} "
+            f"({test['acc_dataset']:.2f} dataset) | best {best[0]:.2f} @{best[1]} | {seconds:.1f}s{clock}")
+
+
 def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, momentum, weight_decay,
               checkpoint_path, best_path, fingerprint, name, precision="fp32", scale_schedule=False,
-              overwrite=False):
+              overwrite=False, csv_path=None, position=None):
     """Train `net` (already on `device`, see prepare_model) for `epochs`, resuming from
     `checkpoint_path` when it holds this run (same fingerprint). A checkpoint of another run is
-    refused, or with `overwrite` left to be replaced. Returns the curves (lists, one value per epoch)
-    and the best epoch."""
-    optimizer, start, curves, (best_acc, best_epoch) = _start(net, (lr, momentum, weight_decay), device,
-                                                               checkpoint_path, fingerprint, epochs, name, overwrite)
+    refused, or with `overwrite` left to be replaced. `best_path` None: no best-epoch file. `csv_path`:
+    the per-epoch CSV (utils.progress); `position`: where this run sits in its command (the epoch line's
+    ratio k/n, elapsed time and ETA). Returns the curves (lists, one value per epoch) and the best epoch."""
+    optimizer, start, curves, best = _start(net, (lr, momentum, weight_decay), device, checkpoint_path,
+                                            fingerprint, epochs, name, overwrite)
+    epoch_csv = EpochCSV(csv_path, EPOCH_COLUMNS) if csv_path else None
+    if epoch_csv:
+        epoch_csv.restart(epoch_rows(curves))  # a resumed run: the checkpoint's epochs, nothing more
+    if position:
+        position.clock.skip((start - 1) * position.cost)
     arch = architecture(net)
     for epoch in range(start, epochs + 1):
         # From the epoch number; args stay untouched.
@@ -180,31 +229,21 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
         train = train_epoch(net, train_loader, epoch, optimizer, device, precision=precision,
                             desc=f"{name} {epoch}")
         test = evaluate(net, test_loader, device, epoch=epoch, precision=precision, desc=f"{name} test")
-        for which, loss in (("training", train["loss"]), ("test", test["loss"])):
-            if not np.isfinite(loss):
-                raise UserError(f"{name}: the {which} loss became {loss} at epoch {epoch} (lr {epoch_lr:g}); "
-                                f"lower --lr")
+        _check_finite(name, epoch, epoch_lr, train, test)
         for key, value in (("train_acc", train["acc"]), ("train_loss", train["loss"]),
                            ("test_acc", test["acc"]), ("test_loss", test["loss"]),
                            ("train_acc_dataset", train["acc_dataset"]),
                            ("test_acc_dataset", test["acc_dataset"]), ("lr", epoch_lr)):
             curves[key].append(float(value))
-        weights = net.state_dict()
-        # Best file first: if the process dies between the two writes, the resumed run redoes this
-        # epoch (same batches, same result) and writes both again.
-        if test["acc"] > best_acc:
-            best_acc, best_epoch = float(test["acc"]), epoch
-            io.save_torch({"epoch": epoch, "state_dict": weights, "architecture": arch,
-                           "best_prec1": best_acc, "fingerprint": fingerprint}, best_path)
-        io.save_torch({"epoch": epoch, "state_dict": weights, "optimizer": optimizer.state_dict(),
-                       "curves": curves, "best_acc": best_acc, "best_epoch": best_epoch,
-                       "architecture": arch, "fingerprint": fingerprint}, checkpoint_path)
-        log(f"{name} epoch {epoch}/{epochs} lr {epoch_lr:.4g} | train loss {train['loss']:.4f} "
-            f"acc {train['acc']:.2f} | test loss {test['loss']:.4f} acc {test['acc']:.2f} "
-            f"({test['acc_dataset']:.2f} dataset) | best {best_acc:.2f} @{best_epoch} | "
-            f"{time.perf_counter() - t0:.1f}s")
+        best = _save_epoch(net, optimizer, epoch, test["acc"], curves, best, arch=arch, fingerprint=fingerprint,
+                           checkpoint_path=checkpoint_path, best_path=best_path)
+        if epoch_csv:
+            epoch_csv.append(epoch_rows(curves, epoch - 1)[0])
+        if position:
+            position.clock.advance(position.cost)
+        log(_epoch_line(name, epoch, epochs, epoch_lr, train, test, best, time.perf_counter() - t0, position))
     accel.empty_cache(device)
-    return curves, best_epoch
+    return curves, best[1]
 
 
 def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs, extra=None):
@@ -237,6 +276,8 @@ def fingerprint_of(args, **more):
           "subset": args.subset, "test_subset": args.test_subset, "loader": args.loader,
           "precision": args.precision, "bn_init": args.bn_init, "test_order": args.test_order,
           "scale_schedule": bool(args.scale_schedule)}
+    if args.deterministic:  # only when on, so the settings of runs before the flag existed still match
+        fp["deterministic"] = True
     fp.update(more)
     return fp
 
@@ -250,7 +291,7 @@ def load_data(args, device):
     return get_loaders(args.dataset, args.data_dir, recipe="train", batch_size=args.batch_size,
                        test_batch_size=args.test_batch_size or args.batch_size, device=device,
                        loader=args.loader, subset=args.subset, test_subset=args.test_subset, seed=args.seed,
-                       download=args.download, same_norm=args.same_norm, test_order=args.test_order)
+                       download=args.download, test_order=args.test_order)
 
 
 def output_dirs(args):
@@ -266,20 +307,39 @@ def latency_of(net, args, device):
     return cached_latency(latency_cache_dir(args.plots_dir), net, device, IMAGE_SIZE[args.dataset])
 
 
+def csv_path(plots_dir, model_name, stem):
+    """The per-epoch CSV of one run, beside its result <stem>.pk."""
+    return os.path.join(plots_dir, model_name, f"{stem}.csv")
+
+
+def tidy_checkpoints(checkpoint, best, keep):
+    """After the result is written: keep both files ("all"), the best-epoch weights ("best") or none."""
+    for path in {"all": (), "best": (checkpoint,), "none": (checkpoint, best)}[keep]:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
 def train_and_save(net, args, *, device, loaders, path, stem, schedule, epochs, method, ratio, widths, name,
-                   fingerprint=None, extra=None):
+                   fingerprint=None, extra=None, keep="best", position=None):
     """Train `net` (built, seeded and on `device`) under the flags in `args`, resuming its checkpoint
-    <models_dir>/<model>/<stem>_checkpoint.pt; measure its latency; write the result pickle `path`.
-    `fingerprint`: more settings a resumed run must match; `extra`: more keys of the result."""
+    <models_dir>/<model>/<stem>_checkpoint.pt; measure its latency; write the result pickle `path`, then
+    remove the checkpoints `keep` does not keep (KEEP_CHECKPOINTS). The per-epoch CSV goes beside the
+    result. `fingerprint`: more settings a resumed run must match; `extra`: more keys of the result;
+    `position`: see train_run."""
+    if keep not in KEEP_CHECKPOINTS:
+        raise ValueError(f"keep must be one of {KEEP_CHECKPOINTS}, got {keep!r}")
     checkpoint, best = checkpoint_paths(args.models_dir, args.model, stem)
     fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule,
                                  **(fingerprint or {}))
     curves, _ = train_run(net, *loaders, device=device, schedule=schedule, epochs=epochs, lr=args.lr,
                           momentum=args.momentum, weight_decay=args.weight_decay, checkpoint_path=checkpoint,
-                          best_path=best, fingerprint=fingerprint, name=name, **run_options(args))
+                          best_path=None if keep == "none" else best, fingerprint=fingerprint, name=name,
+                          csv_path=csv_path(args.plots_dir, args.model, stem), position=position,
+                          **run_options(args))
     latency = latency_of(net, args, device)
     result = make_result(ratio=ratio, curves=curves, net=net, widths=widths, latency_ms=latency, args=args,
                          method=method, epochs=epochs,
                          extra={**(extra or {}), "settings": {**fingerprint, "epochs": epochs}})
     io.save_result(path, result)
+    tidy_checkpoints(checkpoint, best, keep)  # only now: until the result exists, a killed run resumes
     return result

@@ -11,13 +11,14 @@ import numpy as np
 
 from model import build_model, get_spec
 from utils import accel, io, run, scaling
-from utils.accel import set_precision
+from utils.accel import set_deterministic, set_precision
 from utils.base import (UserError, check_positive, check_ratios, check_run_name, check_widths, log, positive_int,
                         resolve_device)
 from utils.cli import add_budget_arg, add_training_args, check_pair, make_parser
-from utils.data import NUM_CLASSES, TEST_ORDERS
+from utils.data import IMAGE_SIZE, NUM_CLASSES, TEST_ORDERS
 from utils.fit import MIN_ROWS
-from utils.params import actual_params
+from utils.params import actual_params, count_macs
+from utils.progress import Clock, Position
 from utils.train import RECIPES, prepare_model, set_seed
 
 CIFAR_RATIOS = tuple(float(r) for r in np.arange(0.25, 2.1, 0.25))  # the authors' arange: 0.25 .. 2.0
@@ -52,6 +53,10 @@ def add_recipe_args(parser, recipe, *, datasets, dataset, models=None, by_datase
     parser.add_argument("--test_subset", type=positive_int, default=None,
                         help="test on the first N images only (default: all)")
     parser.add_argument("--no_latency", action="store_true", help="skip the latency measurement")
+    parser.add_argument("--keep_checkpoints", choices=run.KEEP_CHECKPOINTS, default="best",
+                        help="what a finished run leaves in --models_dir: best, its best-epoch weights "
+                             "(what fine_tune.py reads; the resumable checkpoint is removed once the result "
+                             "is written); all, the checkpoint too; none, neither")
     parser.add_argument("--test_order", choices=TEST_ORDERS, default="shuffled",
                         help="shuffled: the test set in a fresh order each epoch, drawn from --seed (the "
                              "authors' CIFAR/Fashion-MNIST loaders; it moves the per-batch-mean accuracy; "
@@ -178,10 +183,10 @@ def budget_label(ratio, budget, target):
 # -- the swipe ----------------------------------------------------------------------------------------
 
 def pending(args, method, budget, plans, targets):
-    """The (ratio, target, tag, widths, path, point) of every plan not already finished; every result is
-    checked before anything trains."""
+    """The (k, ratio, target, tag, widths, path, point) of every plan not already finished (k: its place
+    among the plans, from 1); every result is checked before anything trains."""
     schedule, todo = schedule_for(args.dataset), []
-    for value, widths in plans:
+    for k, (value, widths) in enumerate(plans, 1):
         ratio, target = (None, value) if targets is not None else (value, None)
         tag = io.budget_tag(ratio, budget, target)
         path = os.path.join(args.plots_dir, args.model, f"{args.save}_{tag}.pk")
@@ -191,8 +196,14 @@ def pending(args, method, budget, plans, targets):
         if run.finished(path, {**fingerprint, "epochs": args.epochs}, args.overwrite):
             log(f"{budget_label(ratio, budget, target)}: {path} exists, skipped (same settings)")
         else:
-            todo.append((ratio, target, tag, widths, path, point))
+            todo.append((k, ratio, target, tag, widths, path, point))
     return todo
+
+
+def epoch_cost(model_name, dataset, widths, convcut):
+    """What one epoch of a network costs on the command's clock (utils.progress): its MACs per image,
+    which the epoch time follows far better than a count of epochs across a swipe's ratios."""
+    return count_macs(model_name, widths, NUM_CLASSES[dataset], IMAGE_SIZE[dataset], convcut)
 
 
 def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_filters):
@@ -213,11 +224,15 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
         return
     args = run.with_seed(args, results=[path for *_, path, _ in todo],
                          checkpoints=[run.checkpoint_paths(args.models_dir, args.model, f"{args.save}_{tag}")[0]
-                                      for _, _, tag, *_ in todo])
+                                      for _, _, _, tag, *_ in todo])
     set_precision(device, args.precision)
+    set_deterministic(device, args.deterministic)
     loaders = run.load_data(args, device)  # a missing data set fails before anything is created
     run.output_dirs(args)
-    for ratio, target, tag, widths, path, point in todo:
+    costs = [epoch_cost(args.model, args.dataset, widths, method == "convcut") for *_, widths, _, _ in todo]
+    clock = Clock(args.epochs * sum(costs))
+    for (k, ratio, target, tag, widths, path, point), cost in zip(todo, costs):
+        position = Position(f"{'ratio' if target is None else 'budget'} {k}/{len(plans)}", clock, cost)
         set_seed(run.init_seed(args.seed, ratio, budget, target))
         net = prepare_model(build_model(args.model, widths, num_classes, gates=False,
                                         convcut=method == "convcut", bn_init=args.bn_init), device)
@@ -226,7 +241,8 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
         result = run.train_and_save(net, args, device=device, loaders=loaders, path=path,
                                     stem=f"{args.save}_{tag}", schedule=schedule_for(args.dataset),
                                     epochs=args.epochs, method=method, ratio=ratio, widths=widths, name=name,
-                                    fingerprint=point, extra={**info, **point})
+                                    fingerprint=point, extra={**info, **point}, keep=args.keep_checkpoints,
+                                    position=position)
         latency = result["latency_ms"]
         log(f"{name}: params {result['params']:,}"
             + ("" if latency is None else f", latency {latency:.2f} ms/batch of 100")
