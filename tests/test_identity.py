@@ -46,7 +46,7 @@ def files_under(root):
 
 def test_swipe_refuses_other_settings_and_overwrite_replaces(tmp_path, monkeypatch, capsys):
     import ratio_swipe
-    base = [*T, "--uniform", "--ratios", "0.25", "--save", "run", *dirs(tmp_path)]
+    base = [*T, "--uniform", "--ratios", "0.25", "--save", "run", "--keep_checkpoints", "all", *dirs(tmp_path)]
     path = tmp_path / "plots/vgg/run_25.pk"
     assert cli(monkeypatch, capsys, ratio_swipe.main, *base, "--seed", "0")[0] == 0
     before = path.read_bytes()
