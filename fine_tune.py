@@ -8,7 +8,6 @@ fine-tunes at a constant learning rate (40 epochs, 20 on TinyImageNet) and write
 size and its pruned units' gates are 0. The result's "params" is the exact parameter count of the
 network the surviving widths describe ("widths"); "params_masked" that of the masked full-size one.
 """
-import argparse
 import os
 
 from model import build_model, get_spec
@@ -90,14 +89,14 @@ def parse_args(argv):
                                                      "(or a checkpoint path)")
     parser.add_argument("--prune_fname", default="", help="the same as --resume when --resume is absent "
                                                           "(the authors' README spelling)")
-    parser.add_argument("--descent_idx", type=int, default=14, help=argparse.SUPPRESS)  # the authors' CLI; unused
+    parser.add_argument("--descent_idx", type=int, default=14, ignored=True)  # in the authors' CLI; unused
     parser.add_argument("--method", default="l1",
                         help="l1 (or 1): filter L1 norm, Li et al.; slim (or 0): |BN gamma|, network slimming")
     parser.add_argument("--ratio", type=float, default=0.75,
                         help="budget: the parameter count of the pre-trained widths x this "
                              "ratio (0.75: about 56 %% of the parameters); names the result")
     args = parser.parse_args(argv)
-    swipe.check_recipe_args(args, DATASETS)
+    swipe.check_recipe_args(args, DATASETS, "{model}_norm_{tag}")
     if not 0 < args.ratio < 1:
         raise UserError(f"--ratio must be between 0 and 1, got {args.ratio:g}")
     return args

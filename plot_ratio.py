@@ -36,12 +36,12 @@ def parse_args(argv=None):
     p = make_parser(__doc__.splitlines()[0])
     p.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
     p.add_argument("--dataset", default="CIFAR100", choices=sorted(NUM_CLASSES),
-                   help="data set; CIFAR100 by default, as the authors' plot script (the other scripts "
-                        "default to CIFAR10)")
+                   help="data set (default: CIFAR100, as the authors' plot script; the other scripts take "
+                        "CIFAR10)")
     p.add_argument("--methods", nargs="+", choices=report.METHODS, default=list(report.METHODS),
                    help="methods to gather (each is left out anyway when it has no result file)")
-    p.add_argument("--prune_fname", help="the NeuralScale search record (name under --record_dir or "
-                                         ".pk path); default: the record behind the authors' plot")
+    p.add_argument("--prune_fname", help="the NeuralScale search record, a name under --record_dir or a "
+                                         ".pk path (default: the record behind the authors' plot)")
     p.add_argument("--morph_record", help="take the MorphNet widths from the last row of this --morph "
                                           "search (<record_dir>/NAME_0.csv or a .csv path) instead of "
                                           "ratio_swipe.PRUNED_FILTERS")

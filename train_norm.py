@@ -24,7 +24,7 @@ def main(argv=None):
     parser = swipe.add_recipe_args(make_parser(__doc__), "scratch_cifar", datasets=DATASETS, dataset="CIFAR10",
                                    by_dataset=True, help={"--epochs": EPOCHS_HELP})
     args = parser.parse_args(argv)
-    swipe.check_recipe_args(args, DATASETS)
+    swipe.check_recipe_args(args, DATASETS, "{model}_standard_{tag}")
     device = resolve_device(args.device)
     epochs = args.epochs or swipe.scratch_recipe(args.dataset)["epochs"]
     path = io.result_path(args.plots_dir, args.model, args.save, RATIO)

@@ -67,10 +67,12 @@ def options(text):
     for line in text.split("options:", 1)[1].splitlines():
         if line.startswith("  -"):
             entries.append([line])
+        elif not line.startswith(" "):  # a group's title, or the blank line before it
+            entries.append([])
         elif entries:
             entries[-1].append(line)
     found = {}
-    for entry in entries:
+    for entry in filter(None, entries):
         header = re.split(r"\s{2,}", entry[0].strip())[0]
         for flag in re.findall(r"(?:^|, )(--?[\w-]+)", header):
             found[flag] = " ".join(" ".join(entry).split())
@@ -84,7 +86,7 @@ def test_help_shows_both_spellings_a_default_for_every_option_and_the_choices(sc
     for flag, entry in found.items():
         if flag in ("-h", "--help"):
             continue
-        assert "(default" in entry, (script, flag, entry)
+        assert "(default" in entry or "(required" in entry, (script, flag, entry)
         body = flag[2:]
         for other in (body.replace("_", "-"), body.replace("-", "_")):
             assert f"--{other}" in found, (script, flag, "has no spelling", other)

@@ -24,9 +24,9 @@ import numpy as np
 
 from model import build_model, gates_of, get_spec
 from utils import accel, data, io, train
-from utils.base import (UserError, check_positive, check_run_name, log, positive_int, resolve_device,
+from utils.base import (UserError, check_positive, log, positive_int, resolve_device,
                         writable_dir)
-from utils.cli import add_budget_arg, add_training_args, check_pair, make_parser
+from utils.cli import add_budget_arg, add_training_args, authors_name, check_pair, make_parser, require_save
 from utils.fit import MIN_ROWS, fit_power_law
 from utils.params import count_macs, count_params
 from utils.progress import Clock, EpochCSV, timestamp
@@ -45,7 +45,7 @@ def add_search_args(parser, recipe, *, datasets, model, dataset):
     """The search flags (the authors' spellings; defaults from utils.train.RECIPES[recipe])."""
     values = RECIPES[recipe]
     add_training_args(parser, recipe, datasets=datasets, dataset=dataset, model=model, outputs=("record_dir",),
-                      help={"--save": "run name: <record_dir>/<save>_<k>.csv, <save>.pk",
+                      help={"--save": "run name: <record_dir>/<save>_<k>.csv, <save>.pk (required)",
                             "--epochs": "most epochs per iteration (an iteration ends when pruning is done)",
                             "--lr": "base LR of the search rule (the authors reset it to 0.1 every iteration)",
                             "--overwrite": "recompute the iterations of this --save written under other "
@@ -63,11 +63,11 @@ def add_search_args(parser, recipe, *, datasets, model, dataset):
     parser.add_argument("--prune_fraction", type=float, default=None,
                         help=f"fraction of units to prune (default {DEFAULT_FRACTION}; {MORPH_FRACTION} with --morph)")
     parser.add_argument("--search_ratio", type=float, default=1.0,
-                        help="budget of every iteration's network = the default network's scaled by this "
+                        help="budget of every iteration's network: the full-width network's scaled by this "
                              "(1.0 = the authors'; lower it for cheap CPU demos)")
     parser.add_argument("--exact", action="store_true",
                         help="tau search and fit count the built network's parameters (opt-in correction; "
-                             "default: the authors' formula)")
+                             "off: the authors' formula)")
     add_budget_arg(parser)
     return parser
 
@@ -127,7 +127,8 @@ def _settings(args):
         raise UserError(f"--prune_fraction must be between 0 and 1, got {args.prune_fraction}")
     check_positive("--search_ratio", args.search_ratio)
     check_positive("--lr", args.lr)
-    check_run_name(args.save)
+    require_save(args.save, authors_name("{model}_morph_{tag}" if args.morph else "{model}_10_eff_{tag}",
+                                         args.model, args.dataset, repetition=False))
     return args
 
 
@@ -183,8 +184,8 @@ def _load_iteration(args, k, num_layers, log):
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{pk_path}: not a per-iteration fit ({{'train_alpha', 'train_beta'}}): {err}") from None
     if alpha.shape != (num_layers,) or beta.shape != (num_layers,):
-        raise UserError(f"{pk_path}: holds {alpha.size} layers, {args.model} has {num_layers}; "
-                        f"it belongs to another search (choose another --save)")
+        raise UserError(f"{pk_path}: holds {alpha.size} layers, {args.model} has {num_layers}; it belongs to "
+                        f"another search (choose another --save){io.other_model(alpha.size)}")
     io.check_fit(alpha, beta, pk_path)
     log(f"iteration {k}: resumed from {csv_path} and {pk_path}")
     return alpha, beta

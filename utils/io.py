@@ -176,8 +176,11 @@ def read_prune_csv(path, num_layers=None):
         raise UserError(f"{path}: not a prune record (comma-separated integers): {err}") from None
     if not rows:
         raise UserError(f"{path}: the prune record is empty (the search never finished pruning)")
-    if len({len(r) for r in rows}) != 1 or (num_layers and len(rows[0]) != num_layers):
-        raise UserError(f"{path}: rows must all have {num_layers or 'the same number of'} columns")
+    if len({len(r) for r in rows}) != 1:
+        raise UserError(f"{path}: rows must all have the same number of columns")
+    if num_layers and len(rows[0]) != num_layers:
+        raise UserError(f"{path}: rows of {len(rows[0])} widths, not the {num_layers} of this --model"
+                        f"{other_model(len(rows[0]))}")
     return np.array(rows, dtype=np.int64)
 
 
@@ -246,11 +249,21 @@ def load_fits(path, num_layers=None, budget=None):
     if not fits:
         raise UserError(f"{path}: the search record holds no iterations")
     for k, (alpha, beta) in enumerate(fits):
-        if alpha.shape != beta.shape or alpha.ndim != 1 or (num_layers and alpha.size != num_layers):
-            raise UserError(f"{path}: alpha/beta must be vectors of {num_layers or 'equal'} length, "
-                            f"got {alpha.shape} and {beta.shape}")
+        if alpha.shape != beta.shape or alpha.ndim != 1:
+            raise UserError(f"{path}: alpha/beta must be vectors of equal length, got {alpha.shape} and {beta.shape}")
+        if num_layers and alpha.size != num_layers:
+            raise UserError(f"{path}: a fit of {alpha.size} layers, not the {num_layers} of this --model"
+                            f"{other_model(alpha.size)}")
         check_fit(alpha, beta, f"{path}, iteration {k}")
     return fits
+
+
+def other_model(num_layers):
+    """'; it is a <model> record: pass --model <model>' when `num_layers` is another network's layer
+    count (VGG11 8, ResNet18 17, MobileNetV2 19), else ''."""
+    from model import MODELS
+    names = [name for name, spec in MODELS.items() if len(spec.DEFAULT_WIDTHS) == num_layers]
+    return f"; it is a {names[0]} record: pass --model {names[0]}" if len(names) == 1 else ""
 
 
 def check_fit(alpha, beta, where):

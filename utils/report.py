@@ -475,13 +475,14 @@ def plot_growth(panels, heading=""):
 def add_output_args(parser):
     """--ratios, --seeds, --json, --no_latency, --no_figs and the common flags."""
     parser.add_argument("--ratios", type=float, nargs="+",
-                        help="default: 0.25..2.0 by 0.25 (CIFAR-like), 0.25..1.0 (tinyimagenet); "
-                             "the paper's tables show 0.25 0.75 2 / 0.25 0.75")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
+                        help="width ratios; the paper's tables show 0.25 0.75 2 (0.25 0.75 on tinyimagenet) "
+                             "(default: 0.25 to 2 by 0.25, or to 1 on tinyimagenet)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
+                        help="the seed suffixes _<seed> of the result files to gather")
     parser.add_argument("--json", action="store_true", help="one JSON object per method and ratio")
     parser.add_argument("--no_latency", action="store_true", help="do not measure latency")
     parser.add_argument("--no_figs", action="store_true", help="do not write figures")
-    add_common_args(parser, outputs=("record_dir", "plots_dir", "figs_dir"))
+    add_common_args(parser, outputs=("record_dir", "plots_dir", "figs_dir"), inputs=("device",))  # latency
 
 
 def checked_ratios(args, dataset):

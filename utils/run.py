@@ -181,18 +181,27 @@ def epoch_rows(curves, first=0):
     return [{"epoch": e + 1, **{k: curves[k][e] for k in EPOCH_COLUMNS[1:]}} for e in range(first, len(curves["lr"]))]
 
 
+def best_state(net, epoch, best_acc, *, arch, fingerprint):
+    """What <stem>_best_model.pt holds: the weights of the best test epoch, enough to rebuild the network."""
+    return {"epoch": epoch, "state_dict": net.state_dict(), "architecture": arch, "best_prec1": best_acc,
+            "fingerprint": fingerprint}
+
+
+def checkpoint_state(net, optimizer, epoch, curves, best, *, arch, fingerprint):
+    """What <stem>_checkpoint.pt holds: everything a resumed run needs (weights, SGD momentum, curves)."""
+    return {"epoch": epoch, "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(), "curves": curves,
+            "best_acc": best[0], "best_epoch": best[1], "architecture": arch, "fingerprint": fingerprint}
+
+
 def _save_epoch(net, optimizer, epoch, test_acc, curves, best, *, arch, fingerprint, checkpoint_path, best_path):
     """The best-epoch weights (on a new best, unless best_path is None) and the checkpoint; the best
     (accuracy, epoch) so far. Best file first: if the process dies between the two writes, the resumed
     run redoes this epoch (same batches, same result) and writes both again."""
-    weights = net.state_dict()
     if test_acc > best[0]:
         best = (float(test_acc), epoch)
         if best_path is not None:
-            io.save_torch({"epoch": epoch, "state_dict": weights, "architecture": arch, "best_prec1": best[0],
-                           "fingerprint": fingerprint}, best_path)
-    io.save_torch({"epoch": epoch, "state_dict": weights, "optimizer": optimizer.state_dict(), "curves": curves,
-                   "best_acc": best[0], "best_epoch": best[1], "architecture": arch, "fingerprint": fingerprint},
+            io.save_torch(best_state(net, epoch, best[0], arch=arch, fingerprint=fingerprint), best_path)
+    io.save_torch(checkpoint_state(net, optimizer, epoch, curves, best, arch=arch, fingerprint=fingerprint),
                   checkpoint_path)
     return best
 
@@ -275,7 +284,8 @@ def fingerprint_of(args, **more):
           "batch_size": int(args.batch_size), "test_batch_size": int(args.test_batch_size or args.batch_size),
           "subset": args.subset, "test_subset": args.test_subset, "loader": args.loader,
           "precision": args.precision, "bn_init": args.bn_init, "test_order": args.test_order,
-          "scale_schedule": bool(args.scale_schedule)}
+          # fine_tune.py's constant LR has no decays to scale: it takes no --scale_schedule
+          "scale_schedule": bool(getattr(args, "scale_schedule", False))}
     if args.deterministic:  # only when on, so the settings of runs before the flag existed still match
         fp["deterministic"] = True
     fp.update(more)
@@ -284,7 +294,8 @@ def fingerprint_of(args, **more):
 
 def run_options(args):
     """train_run's keyword arguments that come straight from the flags."""
-    return {"precision": args.precision, "scale_schedule": args.scale_schedule, "overwrite": args.overwrite}
+    return {"precision": args.precision, "scale_schedule": bool(getattr(args, "scale_schedule", False)),
+            "overwrite": args.overwrite}
 
 
 def load_data(args, device):

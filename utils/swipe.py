@@ -12,9 +12,9 @@ import numpy as np
 from model import build_model, get_spec
 from utils import accel, io, run, scaling
 from utils.accel import set_deterministic, set_precision
-from utils.base import (UserError, check_positive, check_ratios, check_run_name, check_widths, log, positive_int,
+from utils.base import (UserError, check_positive, check_ratios, check_widths, log, positive_int,
                         resolve_device)
-from utils.cli import add_budget_arg, add_training_args, check_pair, make_parser
+from utils.cli import add_budget_arg, add_training_args, authors_name, check_pair, make_parser, require_save
 from utils.data import IMAGE_SIZE, NUM_CLASSES, TEST_ORDERS
 from utils.fit import MIN_ROWS
 from utils.params import actual_params, count_macs
@@ -45,7 +45,7 @@ def add_recipe_args(parser, recipe, *, datasets, dataset, models=None, by_datase
     hidden = ("--same_norm",) + tuple(hidden)  # it changes the search's normalisation only
     add_training_args(parser, recipe, datasets=datasets, dataset=dataset, model="resnet18", models=models,
                       by_dataset=by_dataset, hidden=hidden, outputs=outputs,
-                      help={"--model": "network; the default is the authors' for training",
+                      help={"--model": "network (default: %(default)s, the authors' for training)",
                             **(help or {})})
     parser.add_argument("--test-batch-size", type=positive_int, default=None,
                         help="test minibatch size (default: --batch-size, as the authors' loaders; "
@@ -61,24 +61,32 @@ def add_recipe_args(parser, recipe, *, datasets, dataset, models=None, by_datase
                         help="shuffled: the test set in a fresh order each epoch, drawn from --seed (the "
                              "authors' CIFAR/Fashion-MNIST loaders; it moves the per-batch-mean accuracy; "
                              "TinyImageNet is never shuffled, as theirs); fixed: file order")
-    parser.add_argument("--scale_schedule", action="store_true",
-                        help=argparse.SUPPRESS if "--scale_schedule" in hidden else
-                        "put the authors' LR decays at the same fractions of --epochs (for short "
-                        "runs; default: the paper's fixed decay epochs)")
-    # The authors' spelling of the data folder (imagenet scripts, train_norm, fine_tune).
-    parser.add_argument("--data", dest="data_dir", default=argparse.SUPPRESS,
-                        help="alias of --data_dir, the authors' spelling (default: --data_dir's)")
+    parser.add_argument("--scale_schedule", action="store_true", ignored="--scale_schedule" in hidden,
+                        help="put the authors' LR decays at the same fractions of --epochs (for short "
+                             "runs; off: the paper's fixed decay epochs)")
+    # The authors' spelling of the data folder (imagenet scripts, train_norm, fine_tune): an alias.
+    parser.add_argument("--data", dest="data_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
-def check_recipe_args(args, datasets):
-    """What argparse cannot check: the model/data pair, the SGD numbers, the run name."""
+def check_recipe_args(args, datasets, name_stem):
+    """What argparse cannot check: the model/data pair, the SGD numbers, the run name (`name_stem`: the
+    authors' name for such a run, as cli.authors_name takes it)."""
     check_pair(args.model, args.dataset, datasets)
     check_positive("--lr", args.lr)
     for flag, value in (("--momentum", args.momentum), ("--weight_decay", args.weight_decay)):
         if not (math.isfinite(value) and value >= 0):
             raise UserError(f"{flag} must be a finite number of at least 0, got {value:g}")
-    check_run_name(args.save)
+    require_save(args.save, authors_name(name_stem, args.model, args.dataset))
+
+
+def swipe_name_stem(args):
+    """The authors' result name of this swipe's method (utils.report.default_names)."""
+    methods = [m for m in METHOD_FLAGS if getattr(args, m)]
+    key = {"uniform": "{model}_uni_{tag}", "morph": "{model}_pruned_{tag}", "convcut": "{model}_convcut_{tag}"}
+    if methods:
+        return key[methods[0]]
+    return "{model}_10_eff_{tag}_" + ("early" if args.descent_idx == 0 else "late")
 
 
 def add_swipe_args(parser, ratios):
@@ -94,7 +102,7 @@ def add_swipe_args(parser, ratios):
     parser.add_argument("--convcut", action="store_true",
                         help="uniform widths, every shortcut a 1x1 conv (resnet18, mobilenetv2)")
     parser.add_argument("--ratios", type=float, nargs="+", default=None,
-                        help=f"width ratios to train (a subset shards a swipe; default "
+                        help=f"width ratios to train; a subset shards a swipe (default: "
                              f"{' '.join(f'{r:g}' for r in ratios)})")
     parser.add_argument("--target_params", nargs="+", default=None, metavar="N",
                         help="instead of --ratios: absolute budgets in parameters, e.g. 1.5M (suffixes k, M, "
@@ -213,7 +221,7 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
                     outputs=("record_dir", "plots_dir", "models_dir"))  # the search record of --prune_fname
     add_swipe_args(parser, ratios)
     args = parser.parse_args(argv)
-    check_recipe_args(args, datasets)
+    check_recipe_args(args, datasets, swipe_name_stem(args))
     device = resolve_device(args.device)
     method = choose_method(args)
     num_classes = NUM_CLASSES[args.dataset]
