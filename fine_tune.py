@@ -8,6 +8,7 @@ fine-tunes at a constant learning rate (40 epochs, 20 on TinyImageNet) and write
 size and its pruned units' gates are 0. The result's "params" is the exact parameter count of the
 network the surviving widths describe ("widths"); "params_masked" that of the masked full-size one.
 """
+import argparse
 import os
 
 from model import build_model, get_spec
@@ -25,9 +26,9 @@ RECIPE = RECIPES["fine_tune"]
 
 
 def pretrained_path(args):
-    """The checkpoint to prune: --resume NAME, or --prune_fname NAME when --resume is absent (the
-    authors' README passed only --prune_fname, so their command fine-tuned a random network)."""
-    name = args.resume or args.prune_fname
+    """The checkpoint to prune: --resume NAME (or its alias --prune_fname: the authors' README passed only
+    --prune_fname, so their command fine-tuned a random network)."""
+    name = args.resume
     if not name:
         raise UserError("fine_tune.py needs a pre-trained network: --resume NAME loads "
                         f"{os.path.join(args.models_dir, args.model, 'NAME_best_model.pt')} "
@@ -38,7 +39,7 @@ def pretrained_path(args):
 
 
 def check_pretrained(path, args):
-    name = args.resume or args.prune_fname
+    name = args.resume
     if not os.path.isfile(path):
         raise UserError(f"no pre-trained checkpoint {path}; run train_norm.py --model {args.model} "
                         f"--dataset {args.dataset} --save {name} first (its --keep_checkpoints best or all keeps "
@@ -85,10 +86,11 @@ def parse_args(argv):
         hidden=("--scale_schedule",),
         help={"--epochs": f"fine-tuning epochs at constant --lr (default: {RECIPE['epochs']}, or "
                           f"{RECIPE['tiny_epochs']} on tinyimagenet)"})
-    parser.add_argument("--resume", default="", help="the pre-trained run: train_norm.py's --save name "
-                                                     "(or a checkpoint path)")
-    parser.add_argument("--prune_fname", default="", help="the same as --resume when --resume is absent "
-                                                          "(the authors' README spelling)")
+    parser.add_argument("--resume", default=None, help="the pre-trained run: train_norm.py's --save name "
+                                                     "(or a checkpoint path; --prune_fname, the authors' "
+                                                     "spelling, is the same flag)")
+    parser.add_argument("--prune_fname", dest="resume", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)  # an alias of --resume: the authors' README spelling
     parser.add_argument("--descent_idx", type=int, default=14, ignored=True)  # in the authors' CLI; unused
     parser.add_argument("--method", default="l1",
                         help="l1 (or 1): filter L1 norm, Li et al.; slim (or 0): |BN gamma|, network slimming")
