@@ -220,3 +220,22 @@ def test_a_script_reads_every_flag_it_shows_and_runs_with_every_hidden_one_given
             unread[script] = sorted(missing)
     assert unread == {}
     assert not (tmp_path / "ignored").exists()  # the folders a script ignores stay untouched
+
+
+@pytest.mark.parametrize("script,alias,flag,value,dest,parsed", [
+    ("plot_filters", "--iterations", "--descent_idx", ["3", "5"], "descent_idx", [3, 5]),
+    ("fine_tune", "--prune_fname", "--resume", ["norm"], "resume", "norm"),
+    ("train_norm", "--data", "--data_dir", ["/somewhere"], "data_dir", "/somewhere"),
+])
+def test_the_authors_spellings_are_aliases(script, alias, flag, value, dest, parsed, monkeypatch):
+    """--iterations is a count in every script but plot_filters.py, where it listed search iterations:
+    that is --descent_idx now, as everywhere else, and the old spelling still parses to it."""
+    parser = parser_of(script, monkeypatch)
+    required = ["--prune_fname", "x"] if script == "plot_filters" else []
+    assert getattr(parser.parse_args([*required, alias, *value]), dest) == parsed
+    assert getattr(parser.parse_args([*required, flag, *value]), dest) == parsed
+    assert f"{alias} " not in help_text(parser) and f"{flag} " in help_text(parser)
+
+
+def help_text(parser):
+    return parser.format_help()
