@@ -208,3 +208,22 @@ def test_the_ground_layer_imports_nothing_of_ours_and_the_engine_no_flags():
     lower = [f"utils/{p.name}" for p in sorted((REPO / "utils").glob("*.py"))]
     offenders = [p for p in lower if p not in parser_builders and "utils.cli" in set(imports(p))]
     assert offenders == []
+
+
+@pytest.mark.parametrize("script,message", [
+    ("ratio_swipe", "RESUMES_EPOCH"), ("imagenet_ratio_swipe", "RESUMES_EPOCH"), ("train_norm", "RESUMES_EPOCH"),
+    ("fine_tune", "RESUMES_EPOCH"), ("architecture_descent", "RESUMES_ITERATION"),
+    ("imagenet_architecture_descent", "RESUMES_ITERATION")])
+def test_ctrl_c_in_a_script_that_resumes_says_so(script, message, capsys):
+    """Every script that resumes hands run_main the line Ctrl-C prints; run_main prints it, exit 130."""
+    from utils import base
+    assert f"run_main(main, {message})" in (REPO / f"{script}.py").read_text()
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stop:
+        base.run_main(interrupted, getattr(base, message))
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == getattr(base, message) + "\n"
+    assert "run the same command again to resume" in getattr(base, message)

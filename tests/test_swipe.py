@@ -331,3 +331,24 @@ def test_bad_input(tmp_path, case):
     assert message in proc.stderr
     assert not (tmp_path / "plots").exists() and not (tmp_path / "models").exists()
     assert os.listdir(tmp_path / "empty") == []
+
+
+def test_ctrl_c_says_the_same_command_resumes(tmp_path):
+    """SIGINT (Ctrl-C) during a run: exit status 130, and the last line says that the same command
+    resumes; it does, from the epoch the checkpoint holds."""
+    from utils.base import RESUMES_EPOCH
+    cmd = swipe_cmd(tmp_path, ratios=("0.25",), epochs=3)
+    checkpoint = tmp_path / "models/vgg/run_25_checkpoint.pt"
+    proc = subprocess.Popen([sys.executable, *map(str, cmd)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for([checkpoint], proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == RESUMES_EPOCH
+    assert "resuming from" in run_script(*cmd).stdout
