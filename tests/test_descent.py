@@ -202,8 +202,9 @@ def test_unwritable_record_dir(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     proc = run_script("architecture_descent.py", "--dataset", "synthetic", "--device", "cpu", "--record_dir",
-                      blocker / "records", "--models_dir", tmp_path / "models", check=False)
+                      blocker / "records", "--models_dir", tmp_path / "models", "--save", "s", check=False)
     assert_one_line_error(proc)
+    assert "cannot write to" in proc.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["a_file"] and blocker.read_text() == "not a folder"
 
 
@@ -211,4 +212,4 @@ def test_help_shows_the_tinyimagenet_defaults():
     out = run_script("imagenet_architecture_descent.py", "--help").stdout
     for flag, default in [("--batch-size", "100"), ("--prune_every", "100"), ("--model", "mobilenetv2"),
                           ("--epochs", "300"), ("--momentum", "0.5"), ("--warmup", "10")]:
-        assert re.search(rf"{flag}.*\(default: {default}\)", " ".join(out.split())), flag
+        assert re.search(rf"{flag}.*\(default: {default}[,)]", " ".join(out.split())), flag

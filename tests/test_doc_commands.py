@@ -4,7 +4,8 @@ Each fenced code block is a shell script (a block tagged ```text holds output or
 commands). bash runs it as written in a scratch copy of the repository (the tracked files, linked; the
 output folders its own), with only mechanical scaling:
 - `python` on PATH is a wrapper that applies SCALE, a table of flags per script, to what would train for
-  hours (--epochs 1, --device cpu, tiny searches: SEARCH), then runs the script in a process of its own,
+  hours (--epochs 1, --device cpu, tiny searches: SEARCH, seeded when the command gives no seed, so that
+  the test repeats), then runs the script in a process of its own,
   forked from a server that has imported torch once (seconds per command saved, nothing else changed);
 - a `for` loop over a list of numbers (the seeds, the GPUs) runs its first value only;
 - `./data` holds tiny CIFAR10 and CIFAR100 folders in the real on-disk format;
@@ -30,14 +31,15 @@ from conftest import REFERENCE, REPO
 DOCS = ["README.md", *sorted(os.path.relpath(p, REPO) for p in glob.glob(str(REPO / "docs" / "*.md"))),
         "bench/README.md"]
 TRAIN = {"--epochs": "1", "--device": "cpu", "--batch-size": "16"}
-# The search: a budget of 1/8 of the network, 40 units pruned after every minibatch from the first
-# epoch on; 15 iterations of it take seconds (--epochs only bounds an iteration).
+# The search: a quarter of the network's budget, 40 units pruned after every minibatch from the first
+# epoch on; 15 iterations of it take seconds (--epochs only bounds an iteration). A smaller budget
+# leaves so few units that the MACs search cannot meet it within 0.5 % (docs/budgets.md).
 SEARCH = {"--device": "cpu", "--batch-size": "16", "--warmup": "0", "--prune_every": "1",
-          "--prune_per_step": "40", "--search_ratio": "0.125", "--epochs": "60"}
+          "--prune_per_step": "40", "--search_ratio": "0.25", "--epochs": "60"}
 # script: {"set": flags whose value is replaced or added, "default": flags added when absent (None: a
 # switch), "unless": {flag: flags whose presence keeps it from being added}}
 SCALE = {
-    "architecture_descent.py": {"set": SEARCH},
+    "architecture_descent.py": {"set": SEARCH, "default": {"--seed": "0"}},  # a search that repeats
     "ratio_swipe.py": {"set": TRAIN, "default": {"--ratios": "0.25", "--no_latency": None},
                        "unless": {"--ratios": ("--target_params", "--target_macs")}},
     "train_norm.py": {"set": TRAIN, "default": {"--no_latency": None}},

@@ -68,7 +68,7 @@ def test_train_norm_then_fine_tune(tmp_path):
     (["--prune_fname", "nothing"], "no pre-trained checkpoint"),
 ])
 def test_fine_tune_without_checkpoint(tmp_path, flags, message):
-    proc = run_script("fine_tune.py", *TINY_RUN, *flags, *dirs(tmp_path), check=False)
+    proc = run_script("fine_tune.py", *TINY_RUN, *flags, "--save", "ft", *dirs(tmp_path), check=False)
     assert_one_line_error(proc)
     assert message in proc.stderr
     assert not (tmp_path / "plots").exists() and not (tmp_path / "models").exists()

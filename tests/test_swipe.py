@@ -326,7 +326,7 @@ def test_bad_input(tmp_path, case):
     write_record(tmp_path / "rec", "search")
     (tmp_path / "empty").mkdir()
     proc = run_script("ratio_swipe.py", *SYNTH, "--data_dir", tmp_path / "empty", "--ratios", "0.25",
-                      "--epochs", "1", *dirs(tmp_path), *flags, check=False)
+                      "--epochs", "1", "--save", "run", *dirs(tmp_path), *flags, check=False)
     assert_one_line_error(proc)
     assert message in proc.stderr
     assert not (tmp_path / "plots").exists() and not (tmp_path / "models").exists()

@@ -311,9 +311,8 @@ def _prune_epochs(args, k, network, epochs, device, schedule, log, clock, epoch_
 
 def _stop(pruner, k, epoch, log):
     """Say how the pruning of iteration k ended; its recorded rows."""
-    by_rule = pruner.finished and pruner.steps_done < pruner.max_steps
     pruner.finish()
-    why = "the last-unit rule ended it" if by_rule else "every step taken"
+    why = "the last-unit rule ended it" if pruner.last_unit_rule else "every step taken"
     log(f"iteration {k}: pruning done at epoch {epoch} after {pruner.steps_done} of {pruner.max_steps} steps "
         f"({why}), {pruner.total - pruner.pruned} of {pruner.total} units left")
     return pruner.rows

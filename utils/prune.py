@@ -55,6 +55,7 @@ class TaylorFOPruner:
         self.begin_prune = [False] * len(self.params)
         self.rows = []
         self.finished = False
+        self.last_unit_rule = False  # the search ended because a layer was down to one unit
         self.last_criterion = None  # (N,) CPU tensor: the window mean used by the last prune step
 
     def widths(self):
@@ -100,6 +101,7 @@ class TaylorFOPruner:
                 return None
             ok = self._prune()
         if not ok:
+            self.last_unit_rule = True
             return self._finish()
         if all(self.begin_prune):
             self.rows.append(self.widths())
