@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from test_house import SCRIPTS, help_of, options
+from model import get_spec
 from utils import cli, io
 
 TINY = ["--device", "cpu", "--seed", "0"]
@@ -116,7 +117,7 @@ def reads(monkeypatch):
     return seen
 
 
-def run_main(script, argv, monkeypatch):
+def run_in_process(script, argv, monkeypatch):
     monkeypatch.setattr(sys, "argv", [f"{script}.py", *map(str, argv)])
     importlib.import_module(script).main()
 
@@ -138,18 +139,13 @@ def with_hidden(script, monkeypatch, argv, root):
 
 def write_search(root, name, model, iterations=1, rows=8):
     """A search record of `model`: CSVs and fits, alpha * tau^0.5 through the default widths."""
-    spec = io_spec(model)
+    spec = get_spec(model)
     default = np.array(spec.DEFAULT_WIDTHS, dtype=np.float64)
     tau = spec.formula_params(default, 10)
     fits = [(default / tau ** 0.5, np.full(len(default), 0.5)) for _ in range(iterations)]
     io.save_fits(root / f"{name}.pk", fits)
     for k in range(iterations):
         io.write_prune_csv(root / f"{name}_{k}.csv", [(default * (1 - 0.1 * r)).astype(int) for r in range(rows)])
-
-
-def io_spec(model):
-    from model import get_spec
-    return get_spec(model)
 
 
 def tiny_imagenet(root):
@@ -214,7 +210,7 @@ def test_a_script_reads_every_flag_it_shows_and_runs_with_every_hidden_one_given
         parser = parser_of(script, monkeypatch)
         reads.clear()
         for argv in commands:
-            run_main(script, with_hidden(script, monkeypatch, argv, tmp_path), monkeypatch)
+            run_in_process(script, with_hidden(script, monkeypatch, argv, tmp_path), monkeypatch)
         missing = shown_flags(parser) - reads - set(NOT_ON_THIS_PATH)
         if missing:
             unread[script] = sorted(missing)
@@ -234,8 +230,4 @@ def test_the_authors_spellings_are_aliases(script, alias, flag, value, dest, par
     required = ["--prune_fname", "x"] if script == "plot_filters" else []
     assert getattr(parser.parse_args([*required, alias, *value]), dest) == parsed
     assert getattr(parser.parse_args([*required, flag, *value]), dest) == parsed
-    assert f"{alias} " not in help_text(parser) and f"{flag} " in help_text(parser)
-
-
-def help_text(parser):
-    return parser.format_help()
+    assert f"{alias} " not in parser.format_help() and f"{flag} " in parser.format_help()
