@@ -19,7 +19,7 @@ import numpy as np
 
 from model import MODELS, get_spec
 from utils import io, lock
-from utils.base import UserError, check_run_name, run_main, writable_dir
+from utils.base import UserError, check_run_name, check_seed, run_main, writable_dir
 from utils.cli import add_budget_arg, add_output_dirs, check_pair, make_parser
 from utils.data import NUM_CLASSES
 from utils.descent import param_pk_path
@@ -61,7 +61,7 @@ def stored(record_dir, name):
         fit = io.load_dict(path, "a per-iteration fit")
         settings = settings or fit.get("settings") or {}
         if fit.get("seed") is not None:
-            seeds[k] = fit["seed"]
+            seeds[k] = check_seed(fit["seed"], path)
         k += 1
     if not isinstance(settings, dict):
         raise UserError(f"{record}: its settings are not a dict: {settings!r}")
@@ -193,7 +193,7 @@ def main(argv=None):
             note = "" if any(beta) else "  (fewer than 6 rows: fallback, beta = 0)"
             print(f"iteration {k} ({len(rows)} rows){note}\n  alpha = {alpha}\n  beta  = {beta}")
     writable_dir(args.record_dir)
-    with lock.hold(os.path.join(args.record_dir, f"{target}.lock"), f"search record {target}"):
+    with lock.hold(lock.lock_file(args.record_dir, target), f"search record {target}"):
         write(args, target, contents(args, target, paths, fits, settings, seeds, chosen), chosen["budget"])
 
 

@@ -292,8 +292,13 @@ def check_args(args):
     check_positive("--ratio", args.ratio)
     if not (math.isfinite(args.lr) and args.lr >= 0):
         raise UserError(f"--lr must be a finite number of at least 0, got {args.lr:g}")
-    for name in args.models:  # a width no GPU holds is bad input, not a failed check
-        check_widths(widths_of(name, args.ratio), f"{name} at --ratio {args.ratio:g}")
+    for name in args.models:  # a network no GPU holds, or none at all, is bad input, not a failed check
+        widths = check_widths(widths_of(name, args.ratio), f"{name} at --ratio {args.ratio:g}")
+        if min(widths) < 1:
+            raise UserError(f"--ratio {args.ratio:g} leaves {name} a layer of {min(widths)} units; use a larger one")
+        if "c" in args.checks and needed_overlap(sum(widths), PRUNE_PER_STEP) > PRUNE_PER_STEP:
+            raise UserError(f"--ratio {args.ratio:g} leaves {name} {sum(widths)} units, too few for check (c) to "
+                            f"tell a prune set of {PRUNE_PER_STEP} from chance; use a larger one")
     if args.images > SYNTHETIC_SIZES["train"] or args.minibatches * args.batch_size > SYNTHETIC_SIZES["train"]:
         raise UserError(f"the synthetic set has {SYNTHETIC_SIZES['train']} images; ask for fewer")
     if args.threads is not None:

@@ -105,7 +105,7 @@ def test_finished_compares_settings(tmp_path, monkeypatch):
     --overwrite takes over an unreadable file."""
     monkeypatch.setattr(swipe, "log", lambda message: None)
     path = tmp_path / "r_25.pk"
-    curves = {"train_acc": [1.0], "train_loss": [2.0], "test_acc": [3.0], "test_loss": [4.0]}
+    curves = {"train_acc": [1.0] * 5, "train_loss": [2.0] * 5, "test_acc": [3.0] * 5, "test_loss": [4.0] * 5}
     io.save_result(path, {"ratio": 0.25, **curves, "seed": 3, "epochs": 5})
     with pytest.raises(UserError, match="settings are unknown: it stores none, so lr cannot be checked"):
         run.finished(path, {"seed": 3, "epochs": 5, "lr": 0.1, "ratio": 0.25}, False)

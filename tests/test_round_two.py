@@ -110,14 +110,14 @@ def test_4_a_second_live_writer_of_a_run_is_refused(tmp_path, monkeypatch, capsy
     (a shard) is not held up."""
     base = [*T, "--uniform", "--save", "s", "--seed", "0", *dirs(tmp_path)]
     holder = f"PID {os.getpid()} on {socket.gethostname()}"
-    with lock.hold(str(tmp_path / "models/vgg/s_25.lock"), "run s_25"):
+    with lock.hold(lock.lock_file(tmp_path / "models/vgg", "s_25"), "run s_25"):
         code, _, err = cli(monkeypatch, capsys, swipe_main(), *base, "--ratios", "0.25")
         one_line_error(code, err, "run s_25 is in use by", holder)
         assert not (tmp_path / "plots/vgg/s_25.pk").exists()
         assert cli(monkeypatch, capsys, swipe_main(), *base, "--ratios", "0.125")[0] == 0
     import architecture_descent
     import fit_params
-    with lock.hold(str(tmp_path / "rec/x.lock"), "search x"):
+    with lock.hold(lock.lock_file(tmp_path / "rec", "x"), "search x"):
         code, _, err = cli(monkeypatch, capsys, architecture_descent.main, *SEARCH, "--record_dir",
                            tmp_path / "rec", "--save", "x")
         one_line_error(code, err, "search x is in use by", holder)

@@ -23,7 +23,7 @@ import numbers
 
 import numpy as np
 
-from utils.base import MAX_WIDTH, UserError
+from utils.base import MAX_WIDTH, UserError, check_seed
 
 # numpy 2 renamed numpy.core to numpy._core. numpy 1.26.1 added a partial numpy._core shim (multiarray,
 # no numeric), so the fallback goes by ImportError, not by version.
@@ -422,6 +422,12 @@ def load_result(path, ratio=None):
         if data.get(key) is not None and not is_latency(data[key]):
             raise UserError(f"{path}: {key} must be a number of milliseconds above 0 and below "
                             f"{MAX_LATENCY_MS:g}, or None, got {data[key]!r}")
+    if data.get("seed") is not None:
+        check_seed(data["seed"], path)
+    widths = data.get("widths")
+    if widths is not None and not (isinstance(widths, (list, tuple)) and widths and all(
+            isinstance(w, numbers.Integral) and not isinstance(w, bool) and 0 < w <= MAX_WIDTH for w in widths)):
+        raise UserError(f"{path}: widths must be a list of whole numbers from 1 to {MAX_WIDTH}, got {widths!r}")
     stored = data["ratio"]  # None: an absolute budget (--target_params / --target_macs)
     if stored is not None and (isinstance(stored, bool) or not isinstance(stored, numbers.Real)):
         raise UserError(f"{path}: ratio must be a number, got {stored!r}")

@@ -49,6 +49,12 @@ def _acquire(path, what):
         os.close(fd)  # the holder before us removed the file after we opened it: lock the new one
 
 
+def lock_file(folder, stem):
+    """The lock of the run or search named `stem` in `folder`: a hidden file, which a killed holder
+    leaves behind harmlessly (the kernel has dropped its lock)."""
+    return os.path.join(folder, f".{stem}.lock")
+
+
 @contextlib.contextmanager
 def hold(path, what):
     """Hold the lock `path` for the block; refuse with one line when a live process holds it. `what`

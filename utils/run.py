@@ -17,6 +17,7 @@ params (the built network's trainable parameters, gates excluded), macs (multipl
 image, utils.params.count_macs), latency and provenance.
 """
 import argparse
+import contextlib
 import math
 import os
 import re
@@ -140,6 +141,10 @@ def finished(path, wanted, overwrite, note=log):
     else:
         stored, unknown = legacy_settings(old, wanted)
     stored["ratio"] = None if old["ratio"] is None else float(old["ratio"])  # None: an absolute budget
+    if stored.get("epochs") != len(old["test_acc"]) and not overwrite:  # cut short, or edited by hand
+        raise UserError(f"{path} holds {len(old['test_acc'])} epochs of curves but says its run had "
+                        f"{stored.get('epochs')}: not a finished run; use another --save, or --overwrite to "
+                        f"replace it")
     keys = [k for k in differing(stored, wanted) if k not in unknown]
     if keys and overwrite:
         note(f"{path}: replacing a result of other settings ({describe(stored, wanted, keys)})")
@@ -175,7 +180,8 @@ def legacy_settings(old, wanted):
         same = same_lrs(curve, expected)
         for key in schedule_keys:
             stored[key] = wanted[key] if same else f"the LR curve {lr_summary(curve)}"
-    unknown = [k for k in wanted if k not in stored and not (k == "seed" and wanted[k] is None)]
+    # The ratio is always held (finished compares it); a seed the user did not give matches any.
+    unknown = [k for k in wanted if k not in stored and k != "ratio" and not (k == "seed" and wanted[k] is None)]
     return stored, unknown
 
 
@@ -356,9 +362,10 @@ def latency_of(args, device, widths, convcut=False, gates=None):
                            latency_cache_dir(args.plots_dir), convcut=convcut, gates=gates)
 
 
-def lock_path(models_dir, model_name, stem):
-    """The lock a run holds for its whole life (utils.lock), beside its checkpoint."""
-    return os.path.join(models_dir, model_name, f"{stem}.lock")
+def lock_path(folder, model_name, stem):
+    """A lock a run holds for its whole life (utils.lock): <folder>/<model>/.<stem>.lock, beside its
+    checkpoint (folder: --models_dir) and beside its result (--plots_dir)."""
+    return lock.lock_file(os.path.join(folder, model_name), stem)
 
 
 def train_and_save(net, args, *, device, loaders, path, stem, schedule, epochs, method, ratio, widths, name,
@@ -366,13 +373,16 @@ def train_and_save(net, args, *, device, loaders, path, stem, schedule, epochs, 
     """Train `net` (built, seeded and on `device`) under the flags in `args`, resuming its checkpoint
     <models_dir>/<model>/<stem>_checkpoint.pt; with --latency measure the latency of the network
     `timed` describes (latency_of's keywords; default: `widths`); write the result pickle `path`.
-    `fingerprint`: more settings a resumed run must match; `extra`: more keys of the result. The run holds <stem>.lock from its first read to its last write, so a second live process
+    `fingerprint`: more settings a resumed run must match; `extra`: more keys of the result. The run holds .<stem>.lock from its first read to its last write, so a second live process
     of the same run is refused; a result written meanwhile by another process is checked again."""
     checkpoint, best = checkpoint_paths(args.models_dir, args.model, stem)
     fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule,
                                  **(fingerprint or {}))
     settings = {**fingerprint, "epochs": epochs}
-    with lock.hold(lock_path(args.models_dir, args.model, stem), f"run {stem}"):
+    with contextlib.ExitStack() as held:
+        # Beside the checkpoint and beside the result: runs that share either folder are seen.
+        for folder in dict.fromkeys((args.models_dir, args.plots_dir)):
+            held.enter_context(lock.hold(lock_path(folder, args.model, stem), f"run {stem}"))
         if finished(path, settings, args.overwrite, note=lambda line: None):
             log(f"{name}: {path} was written meanwhile by another process with these settings; kept")
             return io.load_result(path)
