@@ -130,7 +130,7 @@ def contents(args, target, paths, fits, settings, seeds, chosen):
 
 def same_file(path, data):
     """Whether `path` already holds `data`: the same bytes, or a pickle of the same values."""
-    if not os.path.exists(path):
+    if not os.path.isfile(path):
         return False
     with open(path, "rb") as f:
         old = f.read()
@@ -162,6 +162,9 @@ def note_twins(args, paths, num_layers, log):
 
 def write(args, target, out, budget):
     """Write every file of `out`, or none; refuse to replace files that differ without --overwrite."""
+    for path in out:
+        if os.path.isdir(path):
+            raise UserError(f"cannot write {path}: it is a folder")
     changed = [path for path, data in out.items() if not same_file(path, data)]
     if not changed:
         print(f"{io.record_pk_path(args.record_dir, target)} is up to date: the re-fit changes nothing")

@@ -373,8 +373,9 @@ def train_and_save(net, args, *, device, loaders, path, stem, schedule, epochs, 
     """Train `net` (built, seeded and on `device`) under the flags in `args`, resuming its checkpoint
     <models_dir>/<model>/<stem>_checkpoint.pt; with --latency measure the latency of the network
     `timed` describes (latency_of's keywords; default: `widths`); write the result pickle `path`.
-    `fingerprint`: more settings a resumed run must match; `extra`: more keys of the result. The run holds .<stem>.lock from its first read to its last write, so a second live process
-    of the same run is refused; a result written meanwhile by another process is checked again."""
+    `fingerprint`: more settings a resumed run must match; `extra`: more keys of the result. The run
+    holds .<stem>.lock from its first read to its last write, so a second live process of the same run
+    is refused; a result written meanwhile by another process is checked again."""
     checkpoint, best = checkpoint_paths(args.models_dir, args.model, stem)
     fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule,
                                  **(fingerprint or {}))
