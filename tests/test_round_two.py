@@ -446,6 +446,10 @@ def test_19_check_c_is_statistical(monkeypatch):
     # A zero criterion prunes a whole layer: a superset of the fp32 units is not agreement.
     passed, text = check_c_with(monkeypatch, range(10), range(63), 344)
     assert not passed and "bf16 chose 63 units" in text
+    # A window so short that a working bf16 path misses the bar by chance (2 x 8 images: 12 of 200
+    # seeds of VGG11 x 0.125) is refused, as bad input.
+    with pytest.raises(UserError, match="window of at least 64 images"):
+        load_bench("gpu_check").main(["--device", "cpu", "--checks", "c", "--minibatches", "2", "--batch-size", "8"])
 
 
 @pytest.mark.slow
@@ -458,3 +462,57 @@ def test_19_check_c_fails_a_broken_bf16_path_and_passes_a_healthy_one():
                                       minibatches=6, broken=broken)
         stats = sweep.sweep(settings, torch.device("cpu"))
         assert sum(st["failed"] for st in stats.values()) == fails, (broken, stats)
+
+
+# -- the fresh adversarial pass: what it found beyond the 19 items ------------------------------------
+
+def test_pass_a_search_under_the_name_of_an_authors_record_is_refused(reference, tmp_path, monkeypatch, capsys):
+    """It recomputed iteration 0 and overwrote the authors' CSV (no per-iteration fit there), exit 0."""
+    import architecture_descent
+    rec = tmp_path / "rec"
+    copy_record(reference, rec, iterations=1)
+    before = snapshot(rec)
+    search = [*SEARCH, "--record_dir", rec, "--seed", "0"]
+    code, _, err = cli(monkeypatch, capsys, architecture_descent.main, *search, "--save", "vgg_10_eff_c10")
+    one_line_error(code, err, "vgg_10_eff_c10.pk is a search record whose settings are unknown", "--overwrite")
+    assert snapshot(rec) == before
+    # A per-iteration fit without settings is not resumed either.
+    io.save_pickle({"train_alpha": np.ones(8), "train_beta": np.zeros(8)}, rec / "x_param0.pk")
+    shutil.copy(rec / "vgg_10_eff_c10_0.csv", rec / "x_0.csv")
+    code, _, err = cli(monkeypatch, capsys, architecture_descent.main, *search, "--save", "x")
+    one_line_error(code, err, "x_param0.pk is a search record whose settings are unknown")
+
+
+def test_pass_a_result_cut_short_or_holding_bad_values_is_refused(tmp_path, monkeypatch, capsys):
+    """A result whose curves are shorter than the epochs it names was skipped as finished; a stored seed
+    or widths that are not numbers crashed plot_ratio with a traceback."""
+    path = tmp_path / "r_25.pk"
+    io.save_result(path, {"ratio": 0.25, **CURVES, "settings": {**wanted(epochs=2)}})
+    with pytest.raises(UserError, match="holds 1 epochs of curves but says its run had 2: not a finished run"):
+        run.finished(path, wanted(epochs=2), False)
+    import plot_ratio
+    table = ["--model", "vgg", "--dataset", "CIFAR10", "--methods", "uniform", "--uniform_name", "u", "--ratios",
+             "0.25", "--seeds", "0", "--no_latency", "--no_figs", *dirs(tmp_path)]
+    for key, value, words in (("seed", "abc", "stored seed 'abc'"), ("widths", "abc", "widths must be a list"),
+                              ("widths", [0, 8], "widths must be a list")):
+        result_at(tmp_path / "plots", "u_0", 0.25, **{key: value})
+        code, _, err = cli(monkeypatch, capsys, plot_ratio.main, *table)
+        one_line_error(code, err, "u_0_25.pk", words)
+
+
+@pytest.mark.slow
+def test_pass_runs_sharing_only_the_results_folder_and_a_live_pretraining_are_held(tmp_path, monkeypatch, capsys):
+    """The lock sits beside the result as well as the checkpoint (two processes with one --plots_dir
+    and two --models_dir wrote one result); fine_tune does not read a network train_norm is writing."""
+    import fine_tune
+    holder = f"PID {os.getpid()}"
+    with lock.hold(run.lock_path(tmp_path / "plots", "vgg", "s_25"), "run s_25"):
+        code, _, err = cli(monkeypatch, capsys, swipe_main(), *T, "--uniform", "--ratios", "0.25", "--save", "s",
+                           "--seed", "0", "--plots_dir", tmp_path / "plots", "--models_dir", tmp_path / "other")
+        one_line_error(code, err, "run s_25 is in use by", holder)
+    best = tmp_path / "models/vgg/n_best_model.pt"
+    best.parent.mkdir(parents=True)
+    best.write_bytes(b"a network being written")
+    with lock.hold(run.lock_path(tmp_path / "models", "vgg", "n"), "run n"):
+        code, _, err = cli(monkeypatch, capsys, fine_tune.main, *T, "--resume", "n", "--save", "f", *dirs(tmp_path))
+        one_line_error(code, err, "pre-trained run n is in use by", holder)

@@ -20,7 +20,7 @@ import numpy as np
 
 from model import MODELS
 from utils import io
-from utils.base import UserError, check_ratios, check_widths, resolve_device, writable_dir
+from utils.base import UserError, check_ratios, check_widths, resolve_device, seed_value, writable_dir
 from utils.cli import add_common_args
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import built_params, count_macs, count_params
@@ -486,7 +486,8 @@ def add_output_args(parser):
     parser.add_argument("--ratios", type=float, nargs="+",
                         help="default: 0.25..2.0 by 0.25 (CIFAR-like), 0.25..1.0 (tinyimagenet); "
                              "the paper's tables show 0.25 0.75 2 / 0.25 0.75")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
+    parser.add_argument("--seeds", type=seed_value, nargs="+", default=list(DEFAULT_SEEDS),
+                        help="the seed suffixes of the result files (<name>_<seed>_<ratio>.pk)")
     parser.add_argument("--json", action="store_true", help="one JSON object per method and ratio")
     parser.add_argument("--no_latency", action="store_true",
                         help="do not measure latency (a latency_ms stored in the result pickles is shown)")
@@ -500,8 +501,6 @@ def add_output_args(parser):
 def checked_ratios(args, dataset):
     ratios = io.distinct_ratios(check_ratios(args.ratios or default_ratios(dataset)),
                                 lambda r: f"<name>_<seed>_{io.ratio_tag(r)}.pk")
-    if any(s < 0 for s in args.seeds):
-        raise UserError(f"--seeds must be non-negative, got {args.seeds}")
     return ratios
 
 
