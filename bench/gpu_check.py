@@ -58,8 +58,8 @@ SIGNIFICANCE = 1e-4
 PRUNE_PER_STEP = 10  # the authors' search setting
 # The bar separates a working bf16 path from a broken one; how often a working one misses it depends on
 # the window. Over 200 seeds of VGG11 x 0.125 on the CPU (bench/overlap_sweep.py): 2 minibatches of 8
-# images failed 12, 4 of 16 none (lowest overlap 4/10), 6 of 16 none (lowest 5/10). Fewer images than
-# this in the window are refused for (c); the default is 20 x 128.
+# images failed 12, 3 or 4 of 16 none (lowest overlap 4/10), 6 of 16 none (lowest 5/10). Fewer images
+# than this in the window are refused for (c); the default is 20 x 128.
 MIN_WINDOW_IMAGES = 64
 SPEEDUP_TARGETS = {"vgg": 20, "mobilenetv2": 10, "resnet18": 10}
 DESCENT_TARGET_S = 60

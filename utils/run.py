@@ -59,24 +59,26 @@ def files_of_save(plots_dir, models_dir, model_name, save):
 
 def stored_seeds(results=(), checkpoints=()):
     """{path: seed} of the existing result pickles and checkpoints among the paths that record one. A
-    file that cannot be read records no seed (a run that replaces it says so itself)."""
+    file that cannot be read, or stores a seed outside 0..2**63-1, records no seed: a note says so (a
+    run that replaces it says so too)."""
     found = {}
-    for path in results:
-        try:
-            seed = io.load_result(path).get("seed") if os.path.exists(path) else None
-        except UserError:
+    for path, read in [(p, io.load_result) for p in results] + [(p, _checkpoint_seed) for p in checkpoints]:
+        if not os.path.exists(path):
             continue
-        if seed is not None:
-            found[str(path)] = check_seed(seed, path)
-    for path in checkpoints:
         try:
-            ckpt = load_checkpoint(path, torch.device("cpu")) if os.path.exists(path) else {}
-        except UserError:
-            continue
-        fingerprint = ckpt.get("fingerprint") if isinstance(ckpt, dict) else None
-        if isinstance(fingerprint, dict) and fingerprint.get("seed") is not None:
-            found[str(path)] = check_seed(fingerprint["seed"], path)
+            seed = read(path).get("seed")
+            if seed is not None:
+                found[str(path)] = check_seed(seed, path)
+        except UserError as err:
+            log(f"note: no seed taken from {path}: {err}")
     return found
+
+
+def _checkpoint_seed(path):
+    """{"seed": the seed in a checkpoint's fingerprint} (or {})."""
+    ckpt = load_checkpoint(path, torch.device("cpu"))
+    fingerprint = ckpt.get("fingerprint") if isinstance(ckpt, dict) else None
+    return fingerprint if isinstance(fingerprint, dict) else {}
 
 
 def with_seed(args):
