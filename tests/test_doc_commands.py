@@ -40,10 +40,10 @@ SEARCH = {"--device": "cpu", "--batch-size": "16", "--warmup": "0", "--prune_eve
 # switch), "unless": {flag: flags whose presence keeps it from being added}}
 SCALE = {
     "architecture_descent.py": {"set": SEARCH, "default": {"--seed": "0"}},  # a search that repeats
-    "ratio_swipe.py": {"set": TRAIN, "default": {"--ratios": "0.25", "--no_latency": None},
+    "ratio_swipe.py": {"set": TRAIN, "default": {"--ratios": "0.25"},
                        "unless": {"--ratios": ("--target_params", "--target_macs")}},
-    "train_norm.py": {"set": TRAIN, "default": {"--no_latency": None}},
-    "fine_tune.py": {"set": TRAIN, "default": {"--no_latency": None}},
+    "train_norm.py": {"set": TRAIN},
+    "fine_tune.py": {"set": TRAIN},
     "plot_ratio.py": {"default": {"--no_latency": None}},
     "plot_ratio_warmup.py": {"default": {"--no_latency": None}},
     "plot_filters.py": {},

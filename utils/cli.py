@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from utils.base import UserError, check_run_name, default_device, positive_int
+from utils.base import UserError, check_run_name, default_device, positive_int, seed_value
 
 OUTPUT_DIRS = {"record_dir": "prune_record", "plots_dir": "saved_plots", "models_dir": "saved_models",
                "figs_dir": "savefigs"}
@@ -26,7 +26,7 @@ GROUPS = {
     "budget": ("budget", "ratios", "target_params", "target_macs", "search_ratio", "ratio", "exact"),
     "outputs": ("save", "out_dir", "record_dir", "plots_dir", "models_dir", "figs_dir", "keep_checkpoints", "json",
                 "no_figs", "plot", "x"),
-    "run control": ("device", "seed", "overwrite", "deterministic", "no_latency"),
+    "run control": ("device", "seed", "overwrite", "deterministic", "latency", "no_latency", "fast_latency"),
 }
 GROUP_OF = {dest: title for title, dests in GROUPS.items() for dest in dests}
 
@@ -133,7 +133,7 @@ def add_common_args(parser, outputs=tuple(OUTPUT_DIRS), inputs=COMMON):
                         help="fetch a missing CIFAR/FashionMNIST when the network allows",
                         ignored="download" not in inputs)
     parser.add_argument("--device", default=default_device(), help="torch device", ignored="device" not in inputs)
-    parser.add_argument("--seed", type=int, default=None, ignored="seed" not in inputs,
+    parser.add_argument("--seed", type=seed_value, default=None, ignored="seed" not in inputs,
                         help="seeds python, numpy and torch (default: a fresh seed, printed and stored "
                              "with the results; a resumed run keeps its stored seed)")
     return add_output_dirs(parser, outputs)
@@ -189,13 +189,12 @@ TRAINING_HELP = {
 }
 
 
-def add_budget_arg(parser, default="params"):
-    """default None: params, or the resource a --target_params / --target_macs names."""
+def add_budget_arg(parser, default="params", default_text="params, or what --target_params/--target_macs names"):
+    """default None: the script decides, as `default_text` says."""
     parser.add_argument("--budget", choices=("params", "macs"), default=default,
                         help="the resource the search and fit scale to: parameters (the paper) or MACs per "
                              "image (tau search by bisection, within 0.5 %%)"
-                             + (" (default: params, or what --target_params/--target_macs names)"
-                                if default is None else ""))
+                             + (f" (default: {default_text})" if default is None else ""))
 
 
 def add_precision_args(parser):
