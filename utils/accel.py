@@ -11,6 +11,7 @@ accumulation in fp32; the loss is computed on fp32 logits by the caller. It chan
 feed Taylor-FO (README, faithfulness notes).
 """
 import contextlib
+import os
 
 import torch
 
@@ -85,6 +86,16 @@ def empty_cache(device):
     """Hand cached, unused device memory back (between networks of different widths)."""
     if is_cuda(device):
         torch.cuda.empty_cache()
+
+
+def visible_devices():
+    """The CUDA devices this process may use, each as the CUDA_VISIBLE_DEVICES entry that pins a child
+    process to it (an index or a UUID); [] without CUDA."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(count)]
+    return [entry.strip() for entry in listed.split(",") if entry.strip()][:count]
 
 
 # Reporting ------------------------------------------------------------------------------------------

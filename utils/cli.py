@@ -4,10 +4,8 @@ import argparse
 import os
 import sys
 
-from utils.base import UserError, default_device, positive_int
+from utils.base import OUTPUT_DIRS, UserError, default_device, positive_int
 
-OUTPUT_DIRS = {"record_dir": "prune_record", "plots_dir": "saved_plots", "models_dir": "saved_models",
-               "figs_dir": "savefigs"}
 OUTPUT_HELP = {"record_dir": "prune records (CSV, .pk)", "plots_dir": "result pickles and training curves",
                "models_dir": "checkpoints", "figs_dir": "figures"}
 

@@ -65,3 +65,18 @@ def hold(path, what):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # while still locked: a waiting opener sees the path gone and retries
         os.close(fd)
+
+
+def holder(path):
+    """Who holds the lock `path` (PID, host, start, command), or None when no live process does."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(path)
+    finally:
+        os.close(fd)  # closing drops a shared lock we may have taken
+    return None
