@@ -7,15 +7,25 @@ GPUs or submitted to SLURM, resumed when run again, and the table printed at the
     python reproduce.py --model vgg --dataset CIFAR100 --status      # where it stands
 
 The plan: the NeuralScale search (15 iterations) and the MorphNet-style search (--morph); per seed and
-ratio, the swipes of uniform scaling, MorphNet-style (from this plan's --morph record), NeuralScale
-early (iteration 1) and late (iteration 15); per seed Li et al. (train_norm.py, then fine_tune.py);
-ConvCut with --convcut; last plot_ratio.py: <out_dir>/table.md, its JSON table.jsonl, the figures.
-Every job is a command line of this project's scripts with the authors' run names; --dry-run prints
-them, one per line in dependency order, with the jobs and training images per stage. The options below
-that change a result pass through to the jobs they concern.
+ratio, the swipes of uniform scaling, MorphNet-style (this plan's own --morph record: ratio_swipe.py
+--prune_fname, plot_ratio.py --morph_record), NeuralScale early (iteration 1) and late (iteration 15);
+per seed Li et al. (train_norm.py, then fine_tune.py); ConvCut with --convcut; last plot_ratio.py:
+<out_dir>/table.md, its JSON table.jsonl, the figures. Every job is a command line of this project's
+scripts with the authors' run names: --dry-run prints them, one per line in dependency order, with the
+jobs and training images per stage. The options that change a result pass through to their jobs.
 
-Running it again skips finished jobs and resumes the others. Each job logs to <out_dir>/logs/<job>.log;
-a failed job stops only the jobs that need it, and the exit status is 1 when one failed.
+Local (the default): --workers processes, one per visible CUDA device (x --jobs_per_gpu), each job
+pinned to its worker's GPU with CUDA_VISIBLE_DEVICES; 1 without a GPU. A line when a job starts and
+ends (time, k/N, ETA from the finished jobs' durations), a tqdm bar on a terminal. Ctrl-C stops the
+workers. A lock (<out_dir>/.reproduce.lock) refuses a second reproduce.py on the same folder.
+
+SLURM (--executor slurm): plain sbatch, one job array per stage (--slurm_array_parallelism caps its
+running tasks), chained with afterok dependencies, so you can log out; --requeue, so a preempted task
+runs again and resumes from its checkpoint. --status (either executor) reads the logs, the exit records
+and squeue: per stage jobs done, running, failed, pending, and the tail of each failed job's log.
+
+Running the same command again skips finished jobs and resumes the others. Each job logs to
+<out_dir>/logs/<job>.log; a failed job stops only the jobs that need it; the exit status is then 1.
 """
 import argparse
 import os
@@ -84,7 +94,7 @@ def add_job_args(parser):
     add("--device", help="torch device of every job (default: cuda when available: the worker's GPU)")
     for family in EXTRA_FAMILIES:
         add(f"--{family}_args", default="", help=f"more arguments for every {family} job, verbatim "
-            f"(e.g. --{family}_args \"--lr 0.05\"; default: none)")
+            f"(e.g. --{family}_args=\"--lr 0.05\"; default: none)")
 
 
 def add_executor_args(parser):
@@ -162,7 +172,7 @@ def local_config(args):
 def status(jobs, out_dir):
     live = executors.queue_states(out_dir)
     holder = lock.holder(os.path.join(out_dir, LOCK))
-    for line in J.status_lines(plan.stages(jobs), out_dir, live, writer_alive=holder is not None):
+    for line in J.status_lines(J.stages(jobs), out_dir, live, writer_alive=holder is not None):
         print(line)
     record = executors.read_record(out_dir)
     if record:

@@ -22,7 +22,6 @@ import time
 
 from utils import io, jobs as J
 from utils.base import UserError, log
-from utils.plan import dependents, stages
 
 GRACE_S, STOP_S = 3, 15  # Ctrl-C: seconds for the jobs to stop by themselves, then after a SIGINT
 SLURM_DIR = "slurm"
@@ -136,7 +135,7 @@ class LocalRun:
             self.settle(job, "done", f"done {job.name} in {fmt_seconds(seconds)}")
             return
         self.settle(job, "failed", f"FAILED {job.name} (exit {rc}), log {J.log_path(self.cfg.out_dir, job)}")
-        for name in sorted(dependents(self.jobs, job.name) - set(self.outcome)):
+        for name in sorted(J.dependents(self.jobs, job.name) - set(self.outcome)):
             self.settle(self.by_name(name), "blocked", f"not run {name}: it needs {job.name}")
 
     def by_name(self, name):
@@ -382,7 +381,7 @@ def submit_slurm(jobs, config):
     os.makedirs(os.path.join(config.out_dir, J.LOGS, SLURM_DIR), exist_ok=True)
     submitted, sizes, arrays = {}, {}, []
     try:
-        for stage, members in stages(todo).items():
+        for stage, members in J.stages(todo).items():
             for k, (group, dependency) in enumerate(arrays_of(members, submitted, sizes)):
                 name = f"{config.name}_{stage}" + (f"_{k}" if k else "")
                 array = _submit_array(name, group, dependency, config, folder)

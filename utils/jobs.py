@@ -1,4 +1,5 @@
-"""What an output folder says about the jobs of a plan (utils/plan.py), whichever executor ran them.
+"""A job of a plan (utils/plan.py builds them), and what an output folder says about it, whichever
+executor ran it.
 
 Both executors write, per job:
 - `<out_dir>/logs/<job>.log`: everything the job printed, each attempt appended after a header line;
@@ -11,8 +12,11 @@ output or input (a search record it read) changed after the record was written. 
 again. Any other job is run, and the script itself then skips or resumes what it had done (the scripts'
 run identity): this check only saves starting a process, it never decides that a result is reusable.
 """
+import dataclasses
+import hashlib
 import json
 import os
+import shlex
 import socket
 import time
 
@@ -20,6 +24,43 @@ from utils import io
 
 LOGS = "logs"
 TAIL_LINES = 15
+
+
+@dataclasses.dataclass
+class Job:
+    name: str            # unique; its log is <out_dir>/logs/<name>.log
+    stage: str
+    argv: list           # the script and its arguments (the interpreter comes from the executor)
+    deps: list           # names of the jobs it waits for
+    outputs: list        # the files that exist once it has finished
+    inputs: list = dataclasses.field(default_factory=list)  # files of other jobs it reads
+    images: int = 0      # training images it processes (epochs x images), an estimate for searches
+    stdout: str = None   # the file its standard output goes to (the table)
+
+    def command(self):
+        line = shlex.join(self.argv)
+        return f"{line} > {shlex.quote(self.stdout)}" if self.stdout else line
+
+    def fingerprint(self):
+        """Names the command: an exit record of another command does not count for this one."""
+        return hashlib.sha1(self.command().encode()).hexdigest()[:16]
+
+
+def stages(jobs):
+    """{stage: [its jobs]}, stages in the order their first jobs come (a plan lists them stage by stage)."""
+    out = {}
+    for job in jobs:
+        out.setdefault(job.stage, []).append(job)
+    return out
+
+
+def dependents(jobs, name):
+    """The names of every job that waits, directly or not, for the job `name`."""
+    found, frontier = set(), {name}
+    while frontier:
+        frontier = {j.name for j in jobs if set(j.deps) & frontier} - found
+        found |= frontier
+    return found
 
 
 def log_path(out_dir, job):

@@ -17,12 +17,12 @@ Pure: building a plan reads and writes nothing. reproduce.py prints it (`--dry-r
 utils/executors.py runs it on local workers or submits it to SLURM.
 """
 import dataclasses
-import hashlib
 import math
 import os
 import shlex
 
 from utils import io, report
+from utils.jobs import Job, stages
 from utils.base import OUTPUT_DIRS, UserError
 from utils.train import RECIPES
 
@@ -76,7 +76,7 @@ PASS_THROUGH = (
 # Flags the plan sets itself: extra arguments (--swipe_args ...) may not set them another way.
 PLANNED = {"--save", "--seed", "--ratios", "--prune_fname", "--descent_idx", "--uniform", "--morph", "--convcut",
            "--resume", "--model", "--dataset", "--out_dir", "--record_dir", "--plots_dir", "--models_dir",
-           "--figs_dir", "--methods", "--seeds", "--morph_record", "--macs_record", "--json", "--no_figs",
+           "--figs_dir", "--methods", "--seeds", "--morph_record", "--macs_record", "--json",
            "--target_params", "--target_macs", "--late_idx", "--early_idx", "--overwrite", "--ratio",
            "--data"} | {flag for _, flag, _ in PASS_THROUGH}
 
@@ -103,26 +103,6 @@ class Protocol:
     @property
     def budget(self):
         return self.values.get("budget") or "params"
-
-
-@dataclasses.dataclass
-class Job:
-    name: str            # unique; its log is <out_dir>/logs/<name>.log
-    stage: str
-    argv: list           # the script and its arguments (the interpreter comes from the executor)
-    deps: list           # names of the jobs it waits for
-    outputs: list        # the files that exist once it has finished
-    inputs: list = dataclasses.field(default_factory=list)  # files of other jobs it reads
-    images: int = 0      # training images it processes (epochs x images), an estimate for searches
-    stdout: str = None   # the file its standard output goes to (the table)
-
-    def command(self):
-        line = shlex.join(self.argv)
-        return f"{line} > {shlex.quote(self.stdout)}" if self.stdout else line
-
-    def fingerprint(self):
-        """Names the command: an exit record of another command does not count for this one."""
-        return hashlib.sha1(self.command().encode()).hexdigest()[:16]
 
 
 # -- names ---------------------------------------------------------------------------------------------
@@ -324,23 +304,6 @@ def build(protocol):
                 "finetune": [tuned for _, tuned in li], **swipes}
     jobs = [job for stage in STAGES for job in by_stage.get(stage, [])]
     return jobs + table_jobs(p, run, jobs)
-
-
-def stages(jobs):
-    """{stage: [its jobs]} in STAGES order, stages without jobs left out."""
-    out = {}
-    for job in jobs:
-        out.setdefault(job.stage, []).append(job)
-    return {stage: out[stage] for stage in STAGES if stage in out}
-
-
-def dependents(jobs, name):
-    """The names of every job that waits, directly or not, for the job `name`."""
-    found, frontier = set(), {name}
-    while frontier:
-        frontier = {j.name for j in jobs if set(j.deps) & frontier} - found
-        found |= frontier
-    return found
 
 
 # -- the plan as a shell script (--dry-run) ------------------------------------------------------------
