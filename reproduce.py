@@ -35,7 +35,7 @@ import sys
 from model import MODELS
 from utils import executors, jobs as J, lock, plan, report
 from utils.base import UserError, check_positive, log, positive_int, run_main, writable_dir
-from utils.cli import make_parser
+from utils.cli import make_parser, spellings
 from utils.data import LOADERS, NUM_CLASSES, TEST_ORDERS
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -44,8 +44,16 @@ EXTRA_FAMILIES = {"search": ("search", "morph_search"), "swipe": ("swipe",), "pr
                   "finetune": ("finetune",), "table": ("table",)}
 
 
+def group(parser, title):
+    """An argument group whose flags answer to both spellings, as the parser's own (utils.cli.spellings)."""
+    g = parser.add_argument_group(title)
+    add = g.add_argument
+    g.add_argument = lambda *names, **kwargs: add(*spellings(names), **kwargs)
+    return g
+
+
 def add_plan_args(parser):
-    g = parser.add_argument_group("the plan")
+    g = group(parser, "the plan")
     g.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
     g.add_argument("--dataset", default="CIFAR100", choices=sorted(NUM_CLASSES), help="data set")
     g.add_argument("--methods", nargs="+", choices=plan.PLAN_METHODS, default=list(plan.PAPER_METHODS),
@@ -65,7 +73,7 @@ def add_job_args(parser):
     None: not passed, the script's own default holds."""
     from model.bn_init import BN_INITS
     from utils.accel import PRECISIONS
-    g = parser.add_argument_group("passed to the jobs (default: each script's own)")
+    g = group(parser, "passed to the jobs (default: each script's own)")
     add = g.add_argument
     add("--epochs", type=positive_int, help="training epochs of the swipes and train_norm.py (default: 300; 150 on tinyimagenet)")
     add("--finetune_epochs", type=positive_int, help="fine_tune.py's epochs (default: 40; 20 on tinyimagenet)")
@@ -98,14 +106,14 @@ def add_job_args(parser):
 
 
 def add_executor_args(parser):
-    g = parser.add_argument_group("running it")
+    g = group(parser, "running it")
     g.add_argument("--dry-run", action="store_true", help="print the plan as a shell script and stop")
     g.add_argument("--status", action="store_true", help="per stage: jobs done, running, failed, pending")
     g.add_argument("--executor", choices=("local", "slurm"), default="local", help="where the jobs run")
     g.add_argument("--workers", type=positive_int, default=None,
                    help="local: jobs at once (default: one per visible CUDA device x --jobs_per_gpu; 1 without)")
     g.add_argument("--jobs_per_gpu", type=positive_int, default=1, help="local: jobs sharing one GPU")
-    s = parser.add_argument_group("slurm (--executor slurm)")
+    s = group(parser, "slurm (--executor slurm)")
     s.add_argument("--slurm_partition", help="partition (default: the cluster's)")
     s.add_argument("--slurm_time", help="time limit per task, e.g. 2-00:00:00 (default: the partition's)")
     s.add_argument("--slurm_gpus", type=int, default=1, help="GPUs per task (--gres=gpu:N); 0 for none")
