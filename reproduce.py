@@ -188,6 +188,10 @@ def status(jobs, out_dir):
               + ", ".join(f"{a['id']} ({a['stage']})" for a in record["arrays"]))
     if holder:
         print(f"running here: {holder}")
+    table = next((job for job in jobs if job.name == "table"), None)
+    if table is not None and J.finished(out_dir, table):
+        with open(table.stdout) as f:
+            print(f"\n{table.stdout}:\n{f.read()}", end="")
 
 
 def execute(args, jobs):

@@ -1,7 +1,7 @@
 """reproduce.py end to end on a tiny protocol (issue 21): synthetic data, VGG11, a 2-iteration search,
 2 ratios, 2 seeds, 1 epoch, the four methods plus Li et al. (24 jobs of the real scripts). Locally with
-2 workers, by hand from --dry-run's script, on a real single-node SLURM cluster; killed and resumed; with
-a job made to fail."""
+2 workers, killed mid-run with its workers and resumed; by hand from --dry-run's script; on a real
+single-node SLURM cluster; with a job made to fail."""
 import os
 import signal
 import subprocess
@@ -44,34 +44,61 @@ def snapshot(paths):
     return {p: (open(p, "rb").read(), os.stat(p).st_mtime_ns) for p in paths}
 
 
+def plan_of(*argv):
+    """reproduce.py's jobs for these flags (as planned from the repository root)."""
+    import reproduce
+    return reproduce.plan.build(reproduce.protocol_of(reproduce.parse_args(list(argv))))
+
+
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
-    """The tiny protocol with --executor local --workers 2, from a fresh folder."""
+    """The tiny protocol with --executor local --workers 2, from a fresh folder: SIGKILLed with its
+    workers once three jobs have finished, then the same command again, to the end. Returns the folder,
+    the jobs finished before the kill, their outputs then (bytes, mtime) and the second run."""
     folder = tmp_path_factory.mktemp("local")
-    proc = reproduce(folder, *TINY, "--workers", "2")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return folder, proc
+    argv = [*TINY, "--workers", "2"]
+    proc = subprocess.Popen([sys.executable, str(REPO / "reproduce.py"), *argv], cwd=folder, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **ENV})
+    logs, deadline = folder / "runs" / "logs", time.monotonic() + 900
+    while len(list(logs.glob("*.exit"))) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the orchestrator and its workers
+    proc.wait()
+    finished = sorted(path.name[:-5] for path in logs.glob("*.exit"))
+    outputs = [folder / path for job in plan_of(*argv) if job.name in finished for path in job.outputs]
+    before = snapshot(outputs)
+    again = reproduce(folder, *argv)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    return folder, finished, before, again
 
 
-def test_the_tiny_protocol_runs_on_two_local_workers_prints_the_table_and_a_rerun_skips_it(local_run):
-    folder, proc = local_run
+def test_the_tiny_protocol_runs_on_two_local_workers_resumes_after_a_kill_and_prints_the_table(local_run):
+    folder, finished, before, proc = local_run
     for row in TABLE_ROWS:
         assert row in proc.stdout, row
     assert proc.stdout.count("| 2/2 |") == 9  # 4 methods x 2 ratios + Li et al., two seeds each
-    assert "summary: 24 done, 0 skipped (finished before), 0 failed, 0 not run" in proc.stdout
-    records = [name for name in os.listdir(folder / "runs" / "logs") if name.endswith(".exit")]
-    assert len(records) == 24
+    # Killed with its workers: the jobs finished before are skipped, their files untouched, and
+    # nothing finished is trained again (each of their logs holds one start).
+    assert len(finished) >= 3 and len(before) >= 3
+    assert f"summary: {24 - len(finished)} done, {len(finished)} skipped (finished before), 0 failed, 0 not run" \
+        in proc.stdout
+    assert snapshot(list(before)) == before
+    for name in finished:
+        assert (folder / "runs" / "logs" / f"{name}.log").read_text().count(" start ") == 1, name
+    assert len(list((folder / "runs" / "logs").glob("*.exit"))) == 24
+    # The same command once more: every job is skipped without starting a process.
     files = results(folder)
     assert len([p for p in files if p.endswith(".pk") and "saved_plots" in p]) == 16 + 2 + 2
-    before = snapshot([folder / p for p in files])
+    kept = snapshot([folder / p for p in files])
     again = reproduce(folder, *TINY, "--workers", "2")
     assert again.returncode == 0 and "skipped 24 jobs finished before" in again.stdout
     assert "start " not in again.stdout and TABLE_ROWS[0] in again.stdout
-    assert snapshot([folder / p for p in files]) == before
+    assert snapshot([folder / p for p in files]) == kept
 
 
 def test_its_results_are_byte_identical_to_the_dry_run_script_run_by_hand(local_run, tmp_path):
-    folder, _ = local_run
+    folder = local_run[0]
     plan = reproduce(tmp_path, *TINY, "--dry-run")
     assert plan.returncode == 0 and "# 24 jobs" in plan.stdout
     (tmp_path / "plan.sh").write_text(plan.stdout)
@@ -81,33 +108,6 @@ def test_its_results_are_byte_identical_to_the_dry_run_script_run_by_hand(local_
     mine, theirs = results(folder), results(tmp_path)
     assert sorted(mine) == sorted(theirs) and len(mine) == 30
     assert [p for p in mine if mine[p] != theirs[p]] == []
-
-
-def test_killed_with_its_workers_then_run_again_it_finishes_and_trains_nothing_twice(tmp_path):
-    argv = [*TINY, "--methods", "uniform", "neuralscale_it15", "li_magnitude", "--seeds", "0", "--ratios", "0.75",
-            "--workers", "1"]
-    proc = subprocess.Popen([sys.executable, str(REPO / "reproduce.py"), *argv], cwd=tmp_path, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **ENV})
-    logs = tmp_path / "runs" / "logs"
-    deadline = time.monotonic() + 600
-    while not (logs / "vgg_uni_synthetic_0_75.log").exists():  # third job: the search and pre-training done
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # the orchestrator and its workers
-    proc.wait()
-    finished = [name[:-5] for name in os.listdir(logs) if name.endswith(".exit")]
-    assert sorted(finished) == ["vgg_10_eff_synthetic", "vgg_standard_synthetic_0"]
-    kept = [p for sub in ("prune_record", "saved_plots", "saved_models") for p in (tmp_path / "runs" / sub).rglob("*")
-            if p.is_file() and (p.name.startswith("vgg_10_eff_synthetic") or "standard" in p.name)]
-    assert len(kept) >= 6
-    before = snapshot(kept)
-    again = reproduce(tmp_path, *argv)
-    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
-    assert "skipped 2 jobs finished before" in again.stdout and "summary: 5 done, 2 skipped" in again.stdout
-    assert snapshot(kept) == before
-    for name in finished:  # started once: never trained again
-        assert (logs / f"{name}.log").read_text().count(" start ") == 1
-    assert "| Li et al. * | 0.75 |" in again.stdout and "| NeuralScale (Iteration = 2) | 0.75 |" in again.stdout
 
 
 def test_a_failing_job_is_reported_with_its_log_and_the_jobs_that_do_not_need_it_finish(tmp_path):
@@ -153,9 +153,9 @@ def slurm_cmd(env, *args):
 def test_the_tiny_protocol_on_slurm_chains_array_jobs_and_gives_the_local_results(slurm, local_run, tmp_path):
     submit = reproduce(tmp_path, *TINY, "--executor", "slurm", "--slurm_gpus", "0", "--slurm_args=--hold",
                        env=slurm)
-    assert submit.returncode == 0, submit.stderr
+    assert submit.returncode == 0, submit.stdout + submit.stderr
     ids = {line.split(": array job ")[0].split()[-1]: line.split(": array job ")[1].split()[0]
-           for line in submit.stderr.splitlines() if ": array job " in line}
+           for line in submit.stdout.splitlines() if ": array job " in line}
     assert list(ids) == ["search", "pretrain", "uniform", "morphnet", "neuralscale_it1", "neuralscale_it15",
                          "finetune", "table"]
     queue = slurm_cmd(slurm, "squeue", "-h", "-r", "-o", "%i %j %E")  # held: every task is still queued
@@ -175,6 +175,5 @@ def test_the_tiny_protocol_on_slurm_chains_array_jobs_and_gives_the_local_result
     status = reproduce(tmp_path, *TINY, "--status", env=slurm).stdout.splitlines()
     assert [line.split()[1:] for line in status[1:9]] == [[str(n), "0", "0", "0"] for n in (2, 2, 4, 4, 4, 4, 2, 2)]
     assert J.read_exit(str(tmp_path / "runs"), J.Job("table", "", [], [], []))["executor"] == "slurm"
-    local, _ = local_run
-    mine, theirs = results(tmp_path), results(local)
+    mine, theirs = results(tmp_path), results(local_run[0])
     assert sorted(mine) == sorted(theirs) and [p for p in mine if mine[p] != theirs[p]] == []
