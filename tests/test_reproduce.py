@@ -374,8 +374,8 @@ def test_slurm_submits_one_array_per_stage_chained_by_their_dependencies(tmp_pat
                                    time="2-00:00:00", gpus=1, cpus=8, mem="32G", parallelism=3,
                                    extra=("--qos=high",))
     record = executors.submit_slurm(jobs, config)
-    arrays = {a["stage"]: a for a in record["arrays"]}
-    assert [a["stage"] for a in record["arrays"]] == list(PAPER_STAGES)
+    arrays = {a["stage"]: a for a in record["arrays"][:-1]}
+    assert [a["stage"] for a in record["arrays"]] == list(PAPER_STAGES) + ["table"]
     ids = {stage: a["id"] for stage, a in arrays.items()}
     assert ids["search"] == "101" and arrays["search"]["jobs"] == ["vgg_10_eff_c100", "vgg_morph_c100"]
     expect = {"search": None, "pretrain": None, "uniform": None,
@@ -383,6 +383,8 @@ def test_slurm_submits_one_array_per_stage_chained_by_their_dependencies(tmp_pat
               "finetune": f"aftercorr:{ids['pretrain']}",
               "table": "afterok:" + ":".join(ids[s] for s in PAPER_STAGES if s != "table")}
     assert {stage: a["dependency"] for stage, a in arrays.items()} == expect
+    json_array = record["arrays"][-1]  # the JSON table after the table: one latency measurement at a time
+    assert json_array["jobs"] == ["table_json"] and json_array["dependency"] == expect["table"] + ":" + ids["table"]
     calls = (fake_slurm / "sbatch.calls").read_text().splitlines()
     assert all(call.startswith("--parsable --kill-on-invalid-dep=yes") and "--qos=high" in call for call in calls)
     assert "--dependency=afterok:101_1 " in calls[3]
@@ -445,3 +447,24 @@ def test_the_array_script_runs_its_task_and_leaves_the_log_and_exit_record(tmp_p
     assert re.match(r"== .* exit 2 after \d+ s$", log[-1])
     assert "#SBATCH --gres" not in script.read_text()
     assert stat.S_ISREG(os.stat(J.exit_path(out, ok)).st_mode)
+
+
+def test_status_reads_the_queue_of_the_last_submission_and_prints_the_finished_table(tmp_path, fake_slurm, capsys):
+    out_dir = str(tmp_path / "o")
+    jobs = [stand_in(tmp_path, "s0"), stand_in(tmp_path, "s1"), stand_in(tmp_path, "u0")]
+    table = J.Job("table", "table", ["-c", ""], [], [str(tmp_path / "table.md")], stdout=str(tmp_path / "table.md"))
+    os.makedirs(os.path.join(out_dir, "slurm"))
+    with open(executors.record_path(out_dir), "w") as f:
+        json.dump({"submitted": "then", "arrays": [{"id": "101", "stage": "search", "jobs": ["s0", "s1"]},
+                                                   {"id": "102", "stage": "uniform", "jobs": ["u0"]}]}, f)
+    (fake_slurm / "squeue").write_text('#!/bin/sh\necho "$@" > "$0.calls"\nprintf "101_1|RUNNING\\n102|PENDING\\n"\n')
+    assert executors.queue_states(out_dir) == {"s1": "running", "u0": "pending"}
+    assert (fake_slurm / "squeue.calls").read_text().split() == ["-h", "-r", "-j", "101,102", "-o", "%i|%T"]
+    with pytest.raises(reproduce.UserError, match="2 jobs of the last submission from .* are still queued"):
+        executors.submit_slurm(jobs, executors.SlurmConfig(out_dir=out_dir, python="p", cwd=str(tmp_path)))
+    open(table.stdout, "w").write("| the table |\n")
+    J.write_exit(out_dir, table, 0, 1, "slurm")
+    reproduce.status(jobs + [table], out_dir)
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["uniform", "0", "1", "0", "2"] and out[2].split() == ["table", "1", "0", "0", "0"]
+    assert out[3] == "SLURM: submitted then, arrays 101 (search), 102 (uniform)" and out[-1] == "| the table |"

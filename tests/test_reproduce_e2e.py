@@ -154,20 +154,23 @@ def test_the_tiny_protocol_on_slurm_chains_array_jobs_and_gives_the_local_result
     submit = reproduce(tmp_path, *TINY, "--executor", "slurm", "--slurm_gpus", "0", "--slurm_args=--hold",
                        env=slurm)
     assert submit.returncode == 0, submit.stdout + submit.stderr
-    ids = {line.split(": array job ")[0].split()[-1]: line.split(": array job ")[1].split()[0]
-           for line in submit.stdout.splitlines() if ": array job " in line}
-    assert list(ids) == ["search", "pretrain", "uniform", "morphnet", "neuralscale_it1", "neuralscale_it15",
-                         "finetune", "table"]
+    arrays = [(line.split(": array job ")[0].split()[-1], line.split(": array job ")[1].split()[0])
+              for line in submit.stdout.splitlines() if ": array job " in line]
+    assert [stage for stage, _ in arrays] == ["search", "pretrain", "uniform", "morphnet", "neuralscale_it1",
+                                              "neuralscale_it15", "finetune", "table", "table"]
+    ids = dict(arrays[:-1])
     queue = slurm_cmd(slurm, "squeue", "-h", "-r", "-o", "%i %j %E")  # held: every task is still queued
     assert len(queue.splitlines()) == 24
     assert f"{ids['morphnet']}_3 reproduce_vgg_synthetic_morphnet afterok:{ids['search']}_1(unfulfilled)" in queue
     assert f"{ids['neuralscale_it1']}_0 reproduce_vgg_synthetic_neuralscale_it1 afterok:{ids['search']}_0" in queue
     assert f"reproduce_vgg_synthetic_finetune aftercorr:{ids['pretrain']}_*(unfulfilled)" in queue
+    job = slurm_cmd(slurm, "scontrol", "show", "job", ids["morphnet"])
+    assert f"ArrayJobId={ids['morphnet']} ArrayTaskId=0-3" in job and f"Dependency=afterok:{ids['search']}_1" in job
     job = slurm_cmd(slurm, "scontrol", "show", "job", ids["table"])
-    assert f"ArrayJobId={ids['table']} ArrayTaskId=0-1" in job and f"afterok:{ids['search']}_*" in job
+    assert f"afterok:{ids['search']}_*" in job and f"afterok:{ids['finetune']}_*" in job
     pending = reproduce(tmp_path, *TINY, "--status", env=slurm).stdout.splitlines()
     assert pending[1].split() == ["search", "0", "0", "0", "2"] and pending[3].split() == ["uniform", "0", "0", "0", "4"]
-    slurm_cmd(slurm, "scontrol", "release", ",".join(ids.values()))
+    slurm_cmd(slurm, "scontrol", "release", ",".join(array for _, array in arrays))
     deadline = time.monotonic() + 900
     while slurm_cmd(slurm, "squeue", "-h").strip():
         assert time.monotonic() < deadline, slurm_cmd(slurm, "squeue")

@@ -72,13 +72,12 @@ class Running:
 class LocalRun:
     """One pass over a plan with a pool of worker processes; `run()` returns the exit status."""
 
-    def __init__(self, jobs, config, bar=None):
+    def __init__(self, jobs, config):
         from tqdm import tqdm
         self.jobs, self.cfg = jobs, config
         self.outcome, self.seconds, self.running = {}, {}, {}
         self.free = list(range(len(config.slots)))
-        self.bar = bar if bar is not None else tqdm(total=len(jobs), unit="job", disable=not sys.stderr.isatty(),
-                                                    leave=False, dynamic_ncols=True)
+        self.bar = tqdm(total=len(jobs), unit="job", disable=not sys.stderr.isatty(), leave=False, dynamic_ncols=True)
 
     # -- progress -------------------------------------------------------------------------------------
     def eta(self):
@@ -303,6 +302,16 @@ def _aftercorr(members, deps, submitted, sizes):
     return f"aftercorr:{array}" if same else None
 
 
+def _waves(members):
+    """The jobs of a stage in rounds: each round waits only for jobs outside the stage or in earlier rounds
+    (the JSON table waits for the table)."""
+    while members:
+        names = {job.name for job in members}
+        wave = [job for job in members if not set(job.deps) & names]
+        members = [job for job in members if job not in wave]
+        yield wave
+
+
 def arrays_of(members, submitted, sizes):
     """[(jobs, dependency or None)]: one array for a stage whose jobs wait for the same jobs (or each
     for the same task of one array), else one array per set of jobs waited for."""
@@ -382,13 +391,15 @@ def submit_slurm(jobs, config):
     submitted, sizes, arrays = {}, {}, []
     try:
         for stage, members in J.stages(todo).items():
-            for k, (group, dependency) in enumerate(arrays_of(members, submitted, sizes)):
-                name = f"{config.name}_{stage}" + (f"_{k}" if k else "")
-                array = _submit_array(name, group, dependency, config, folder)
-                sizes[array] = len(group)
-                submitted.update({job.name: (array, i) for i, job in enumerate(group)})
-                arrays.append({"id": array, "stage": stage, "jobs": [job.name for job in group],
-                               "dependency": dependency})
+            k = 0
+            for wave in _waves(members):  # a round's arrays are submitted before the next round is planned
+                for group, dependency in arrays_of(wave, submitted, sizes):
+                    name = f"{config.name}_{stage}" + (f"_{k}" if k else "")
+                    array = _submit_array(name, group, dependency, config, folder)
+                    sizes[array], k = len(group), k + 1
+                    submitted.update({job.name: (array, i) for i, job in enumerate(group)})
+                    arrays.append({"id": array, "stage": stage, "jobs": [job.name for job in group],
+                                   "dependency": dependency})
     except UserError:
         if arrays:  # nothing half-submitted: what went in comes out
             subprocess.run(["scancel", *[a["id"] for a in arrays]], capture_output=True)
