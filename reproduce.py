@@ -99,7 +99,8 @@ def add_job_args(parser):
     add("--no_latency", action="store_true", help="no latency measured by any job (default: off)")
     add("--data_dir", help="where the data sets live (default: ./data)")
     add("--download", choices=("auto", "never"), help="fetch missing CIFAR/FashionMNIST (default: auto)")
-    add("--device", help="torch device of every job (default: cuda when available: the worker's GPU)")
+    add("--device", help="torch device of every job (default: cuda when available, the worker's own GPU; "
+        "cpu or cuda:N: no pinning, one worker unless --workers)")
     for family in EXTRA_FAMILIES:
         add(f"--{family}_args", default="", help=f"more arguments for every {family} job, verbatim "
             f"(e.g. --{family}_args=\"--lr 0.05\"; default: none)")
@@ -171,7 +172,8 @@ def slurm_config(args):
 
 def local_config(args):
     from utils.accel import visible_devices
-    gpus = [] if (args.device or "cuda").startswith("cpu") else visible_devices()
+    # Pinned workers need jobs that take "cuda" to be their one visible GPU; cpu or cuda:N turns pinning off.
+    gpus = visible_devices() if args.device in (None, "cuda") else []
     slots = executors.worker_slots(gpus, args.workers, args.jobs_per_gpu)
     return executors.LocalConfig(out_dir=args.out_dir, python=sys.executable, slots=slots, cwd=os.getcwd(),
                                  env=executors.thread_env(len(slots)))

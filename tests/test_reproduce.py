@@ -468,3 +468,19 @@ def test_status_reads_the_queue_of_the_last_submission_and_prints_the_finished_t
     out = capsys.readouterr().out.splitlines()
     assert out[1].split() == ["uniform", "0", "1", "0", "2"] and out[2].split() == ["table", "1", "0", "0", "0"]
     assert out[3] == "SLURM: submitted then, arrays 101 (search), 102 (uniform)" and out[-1] == "| the table |"
+
+
+def test_local_workers_follow_the_visible_gpus_unless_a_device_is_named(monkeypatch):
+    import utils.accel
+    monkeypatch.setattr(utils.accel, "visible_devices", lambda: ["0", "1"])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+    def slots(*argv):
+        return reproduce.local_config(reproduce.parse_args(list(argv))).slots
+    assert slots() == ["0", "1"] and slots("--device", "cuda") == ["0", "1"]
+    assert slots("--jobs_per_gpu", "3") == ["0", "0", "0", "1", "1", "1"]
+    assert slots("--device", "cpu") == [None] and slots("--device", "cuda:1", "--workers", "2") == [None, None]
+    config = reproduce.local_config(reproduce.parse_args(["--workers", "2", "--device", "cpu"]))
+    assert config.env == {"OMP_NUM_THREADS": str(max(1, os.cpu_count() // 2))}
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert executors.thread_env(2) == {}
