@@ -51,7 +51,24 @@ def plan_of(*argv):
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory):
+def by_hand(tmp_path_factory):
+    """--dry-run's script run by hand with bash, one job at a time, in its own folder; started at once so
+    that it runs beside the local executor (the cores of a small machine stay busy)."""
+    folder = tmp_path_factory.mktemp("by_hand")
+    plan = reproduce(folder, *TINY, "--dry-run")
+    assert plan.returncode == 0 and "# 24 jobs" in plan.stdout, plan.stderr
+    (folder / "plan.sh").write_text(plan.stdout)
+    with open(folder / "plan.log", "w") as output:
+        proc = subprocess.Popen(["bash", "plan.sh"], cwd=folder, stdout=output, stderr=subprocess.STDOUT,
+                                env={**os.environ, **ENV, "PYTHON": sys.executable})
+    yield folder, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, by_hand):
     """The tiny protocol with --executor local --workers 2, from a fresh folder: SIGKILLed with its
     workers once three jobs have finished, then the same command again, to the end. Returns the folder,
     the jobs finished before the kill, their outputs then (bytes, mtime) and the second run."""
@@ -97,15 +114,10 @@ def test_the_tiny_protocol_runs_on_two_local_workers_resumes_after_a_kill_and_pr
     assert snapshot([folder / p for p in files]) == kept
 
 
-def test_its_results_are_byte_identical_to_the_dry_run_script_run_by_hand(local_run, tmp_path):
-    folder = local_run[0]
-    plan = reproduce(tmp_path, *TINY, "--dry-run")
-    assert plan.returncode == 0 and "# 24 jobs" in plan.stdout
-    (tmp_path / "plan.sh").write_text(plan.stdout)
-    by_hand = subprocess.run(["bash", "plan.sh"], cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                             env={**os.environ, **ENV, "PYTHON": sys.executable})
-    assert by_hand.returncode == 0, by_hand.stderr[-3000:]
-    mine, theirs = results(folder), results(tmp_path)
+def test_its_results_are_byte_identical_to_the_dry_run_script_run_by_hand(local_run, by_hand):
+    folder, proc = by_hand
+    assert proc.wait(timeout=1800) == 0, (folder / "plan.log").read_text()[-3000:]
+    mine, theirs = results(local_run[0]), results(folder)
     assert sorted(mine) == sorted(theirs) and len(mine) == 30
     assert [p for p in mine if mine[p] != theirs[p]] == []
 
