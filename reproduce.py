@@ -35,7 +35,7 @@ import sys
 from model import MODELS
 from utils import executors, jobs as J, lock, plan, report
 from utils.base import UserError, check_positive, log, positive_int, run_main, writable_dir
-from utils.cli import make_parser, spellings
+from utils.cli import check_pair, make_parser, spellings
 from utils.data import LOADERS, NUM_CLASSES, TEST_ORDERS
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -221,6 +221,7 @@ def execute(args, jobs):
 
 def main(argv=None):
     args = parse_args(argv)
+    check_pair(args.model, args.dataset, tuple(NUM_CLASSES))
     jobs = plan.build(protocol_of(args))
     if args.dry_run:
         command = "python reproduce.py " + shlex.join(sys.argv[1:] if argv is None else argv)

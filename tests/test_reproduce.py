@@ -160,6 +160,7 @@ def test_a_macs_budget_searches_and_tables_neuralscale_for_macs(capsys):
     (["--seeds", "-1"], "seeds must be non-negative"),
     (["--swipe_args", "--lr '0.1"], "--swipe_args: No closing quotation"),
     (["--search_ratio", "nan"], "--search_ratio must be positive"),
+    (["--dataset", "tinyimagenet"], "vgg is the authors' CIFAR-only VGG11"),
 ])
 def test_a_plan_no_job_can_run_is_one_error_line(tmp_path, capsys, argv, message):
     code, _, err = in_process(capsys, "--out_dir", tmp_path / "o", *argv)

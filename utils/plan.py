@@ -22,8 +22,8 @@ import os
 import shlex
 
 from utils import io, report
-from utils.jobs import Job, stages
 from utils.base import OUTPUT_DIRS, UserError
+from utils.jobs import Job, stages
 from utils.train import RECIPES
 
 CIFAR_SCRIPTS = {"search": "architecture_descent.py", "swipe": "ratio_swipe.py"}
@@ -37,7 +37,6 @@ SWIPE_FLAGS = {"uniform": ["--uniform"], "morphnet": ["--morph"], "convcut": ["-
 # ratio 1), the jobs that wait for them after.
 STAGES = ("search", "pretrain", "uniform", "convcut", "morphnet", "neuralscale_it1", "neuralscale_it15",
           "finetune", "table")
-FAMILIES = ("search", "morph_search", "swipe", "pretrain", "finetune", "table")
 TRAINING = ("swipe", "pretrain", "finetune")
 EVERY_RUN = ("search", "morph_search") + TRAINING
 DEFAULT_ITERATIONS = 15
