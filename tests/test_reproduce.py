@@ -207,6 +207,11 @@ def test_a_job_is_finished_only_under_its_command_with_its_files_unchanged(tmp_p
     assert J.finished(out_dir, a) and not J.finished(out_dir, b)
     J.write_exit(out_dir, b, 2, 1.0, "slurm")
     assert J.state(out_dir, b) == "failed" and J.state(out_dir, a) == "done"
+    time.sleep(0.01)
+    with open(J.log_path(out_dir, b), "a") as f:  # a new attempt began after the failed one
+        f.write(J.header(b, "local worker 0", "python"))
+    assert J.state(out_dir, b, writer_alive=True) == "running" and J.state(out_dir, b) == "failed"
+    assert J.state(out_dir, b, live="pending") == "pending"
     os.remove(a.outputs[0])
     assert J.state(out_dir, a) == "pending" and J.finished_before([a, b], out_dir) == set()
 
