@@ -56,6 +56,8 @@ def main(argv=None):
     for k in args.iterations:
         csv_path = io.record_csv_path(args.record_dir, name, k)
         rows = io.read_prune_csv(csv_path, layers)
+        for twin in io.twin_records(args.record_dir, name, k, layers):
+            print(io.twin_note(csv_path, twin), file=sys.stderr)
         taus = report.record_taus(args.model, args.dataset, rows)
         alpha, beta = fit_power_law(rows, args.model, num_classes)
         panels.append((f"Iteration {k + 1} ({os.path.basename(csv_path)}, {len(rows)} rows)",

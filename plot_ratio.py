@@ -6,8 +6,10 @@
 Per method and ratio: the mean ± population std over seeds of the best test accuracy over epochs (the
 paper's statistic), the final-epoch mean, the number of seeds found, the trainable parameters of the
 built network, its multiply-accumulates per image (MACs, conv and linear layers) and its latency
-(batch 100, 20 warm-up + 80 timed passes on --device; a `latency_ms` stored in the pickles wins; a
-measurement is kept under <plots_dir>/latency_cache/ and reused on the same machine and settings).
+(batch 100, 20 warm-up + 80 timed passes on --device, as the authors measured it here: the network
+rebuilt from its widths, contiguous NCHW, no cuDNN autotuning, VGG11 with its gates; kept under
+<plots_dir>/latency_cache/ and reused on the same machine and settings; --fast_latency: the layout
+training uses, labelled so; --no_latency: none measured, a `latency_ms` stored in the pickles is shown).
 Result files: <plots_dir>/<model>/<name>_<seed>_<int(ratio*100)>.pk with the authors' names by default.
 A method with no file at all is left out with a note on stderr; a ratio or seed with no file is
 reported as missing, never filled in. ConvCut (resnet18, mobilenetv2) and

@@ -96,7 +96,8 @@ def add_job_args(parser):
     add("--precision", choices=PRECISIONS, help="arithmetic of every job (default: fp32)")
     add("--bn_init", choices=BN_INITS, help="BatchNorm init of resnet18/mobilenetv2 (default: uniform)")
     add("--loader", choices=LOADERS, help="data pipeline (default: fast)")
-    add("--no_latency", action="store_true", help="no latency measured by any job (default: off)")
+    add("--no_latency", action="store_true", help="the table measures no latency (default: plot_ratio.py measures "
+        "each configuration once, at the end, alone; the training jobs measure none)")
     add("--data_dir", help="where the data sets live (default: ./data)")
     add("--download", choices=("auto", "never"), help="fetch missing CIFAR/FashionMNIST (default: auto)")
     add("--device", help="torch device of every job (default: cuda when available, the worker's own GPU; "

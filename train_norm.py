@@ -34,8 +34,8 @@ def main(argv=None):
     if run.finished(path, {**fingerprint, "epochs": epochs}, args.overwrite):
         log(f"{path} exists, nothing to do (same settings)")
         return
-    checkpoint, best = run.checkpoint_paths(args.models_dir, args.model, args.save)
-    args = run.with_seed(args, checkpoints=[checkpoint])
+    _, best = run.checkpoint_paths(args.models_dir, args.model, args.save)
+    args = run.with_seed(args)
     set_precision(device, args.precision)
     loaders = run.load_data(args, device)
     run.output_dirs(args)

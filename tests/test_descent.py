@@ -69,14 +69,11 @@ def check_record(records, model, iterations, stdout, fraction=0.95, per_step=100
 @pytest.fixture(scope="module")
 def vgg_search(tmp_path_factory):
     root = tmp_path_factory.mktemp("vgg_search")
-    started = time.monotonic()
-    proc = search(root, "vgg", DEMO)
-    return root, proc, time.monotonic() - started
+    return root, search(root, "vgg", DEMO)
 
 
 def test_vgg_search_writes_records_and_fits(vgg_search):
-    root, proc, seconds = vgg_search
-    assert seconds < 120, f"the CPU demo took {seconds:.0f} s"  # ~20 s on an idle 2-core CPU
+    root, proc = vgg_search  # speed is a benchmark's business (bench/), never a timed assertion
     records = root / "records"
     assert sorted(p.name for p in records.iterdir()) == sorted(RECORD_FILES)
     fits = check_record(records, "vgg", 2, proc.stdout)
@@ -151,7 +148,7 @@ def test_pruning_not_finished_within_epochs_is_an_error(tmp_path):
                                     "--warmup", "1", "--epochs", "2", "--device", "cpu"], check=False)
     assert_one_line_error(proc)
     assert "--epochs 2" in proc.stderr and "--prune_every" in proc.stderr
-    assert list((tmp_path / "records").iterdir()) == []  # no CSV, no .pk
+    assert list((tmp_path / "records").glob("*")) == []  # no CSV, no .pk (no folder: nothing was written)
 
 
 @pytest.mark.parametrize("script,model,dataset", [

@@ -123,13 +123,13 @@ def test_options_pass_through_to_the_jobs_they_concern(capsys):
     expect = {"search": ["--epochs 9", "--iterations 4", "--warmup 2", "--subset 100", "--precision bf16", "--data_dir /d"],
               "morph_search": ["--epochs 9", "--warmup 2", "--subset 100", "--precision bf16"],
               "swipe": ["--epochs 7", "--scale_schedule", "--batch-size 64", "--test_subset 50", "--subset 100",
-                        "--precision bf16", "--no_latency", "--data_dir /d", "--lr 0.05"],
+                        "--precision bf16", "--data_dir /d", "--lr 0.05"],
               "pretrain": ["--epochs 7", "--scale_schedule", "--batch-size 64", "--precision bf16"],
               "finetune": ["--epochs 3", "--batch-size 64", "--test_subset 50", "--precision bf16"],
               "table": ["--no_latency", "--no_figs", "--late_idx 3"]}
     never = {"search": ["--epochs 7", "--batch-size 64", "--test_subset", "--lr 0.05"],
-             "morph_search": ["--iterations"], "swipe": ["--epochs 9", "--iterations", "--warmup"],
-             "pretrain": ["--lr 0.05", "--epochs 3"], "finetune": ["--scale_schedule", "--epochs 7"],
+             "morph_search": ["--iterations"], "swipe": ["--epochs 9", "--iterations", "--warmup", "--no_latency"],
+             "pretrain": ["--lr 0.05", "--epochs 3", "--no_latency"], "finetune": ["--scale_schedule", "--epochs 7"],
              "table": ["--epochs", "--precision", "--subset"]}
     for kind, members in kinds.items():
         assert members, kind

@@ -56,6 +56,21 @@ def cudnn_autotune(device):
         torch.backends.cudnn.benchmark = True
 
 
+@contextlib.contextmanager
+def cudnn_benchmark(device, on):
+    """cuDNN autotuning on or off for the block (CUDA only), then as it was: a latency measured as the
+    authors did runs without it, whatever a training run in the same process switched on."""
+    if not is_cuda(device):
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
 # Host <-> device ------------------------------------------------------------------------------------
 
 def synchronize(device):

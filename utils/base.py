@@ -2,6 +2,7 @@
 It imports nothing of this project (utils/cli.py, the flags, sits on top of it)."""
 import argparse
 import math
+import numbers
 import os
 import sys
 import tempfile
@@ -14,6 +15,9 @@ CIFAR_LIKE = ("CIFAR10", "CIFAR100", "FashionMNIST", "synthetic")
 # The output folders (flag: default name), under --out_dir when it is given (utils/cli.py).
 OUTPUT_DIRS = {"record_dir": "prune_record", "plots_dir": "saved_plots", "models_dir": "saved_models",
                "figs_dir": "savefigs"}
+# Every seed, given or stored: what torch.manual_seed, numpy's SeedSequence and a signed 64-bit integer
+# all hold exactly, so no seed is silently folded onto another (2**70 % 2**64 is seed 0).
+MAX_SEED = 2 ** 63 - 1
 
 
 def log(line, to="stdout"):
@@ -56,6 +60,34 @@ def positive_int(text):
     return value
 
 
+def seed_value(text):
+    """argparse type of every --seed: a whole number in 0..MAX_SEED."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed is a whole number from 0 to 2**63-1, got {value}")
+    return value
+
+
+def check_seed(value, where):
+    """A seed read back from a file: an integer in 0..MAX_SEED, else a UserError naming `where`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_SEED:
+        raise UserError(f"{where}: the stored seed {value!r} is not a whole number from 0 to 2**63-1")
+    return int(value)
+
+
+def check_sgd(lr, momentum, weight_decay):
+    """SGD numbers every training script and search shares: a positive learning rate, momentum in
+    [0, 1) (at 1 and above the velocity never decays and the descent diverges), weight decay >= 0."""
+    check_positive("--lr", lr)
+    if not (math.isfinite(momentum) and 0 <= momentum < 1):
+        raise UserError(f"--momentum must be at least 0 and below 1, got {momentum:g}")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise UserError(f"--weight_decay must be a finite number of at least 0, got {weight_decay:g}")
+
+
 def default_device():
     import torch
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -84,23 +116,40 @@ def check_widths(widths, what):
     return widths
 
 
+def is_plain_name(name):
+    """A file name without a folder: not empty, not . or .., no separator, no NUL."""
+    return bool(name) and name not in (".", "..") and "/" not in name and os.sep not in name and "\0" not in name
+
+
 def check_run_name(name, flag="--save"):
     """A run name is the stem of output files inside the output folders: a plain file name, so no
     output can land outside them."""
-    if not name or name in (".", "..") or "/" in name or os.sep in name or "\0" in name:
+    if not is_plain_name(name):
         raise UserError(f"{flag} is a run name, a plain file name, not a path: {name!r} (the folders "
                         "are --plots_dir, --models_dir, --record_dir)")
     return name
 
 
 def resolve_device(name):
+    """--device: cpu, or cuda / cuda:i with i below the number of CUDA devices torch sees. Other torch
+    device types (mps, meta, xla, ...) are refused: this project's CUDA paths and its CPU fallback are
+    the two it runs and tests."""
     import torch
     try:
         device = torch.device(name)
-    except RuntimeError as err:
-        raise UserError(f"--device {name!r} is not a torch device ({err})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
+    except (RuntimeError, ValueError, TypeError) as err:
+        raise UserError(f"--device {name!r} is not a torch device ({str(err).splitlines()[0]}); use cpu or "
+                        f"cuda[:i]") from None
+    if device.type == "cpu" and device.index in (None, 0):
+        return torch.device("cpu")
+    if device.type != "cuda":
+        raise UserError(f"--device {name!r}: this project runs on cpu or cuda[:i] only")
+    if not torch.cuda.is_available():
         raise UserError(f"--device {name} asked for CUDA, but torch sees no CUDA device")
+    count = torch.cuda.device_count()
+    if device.index is not None and device.index >= count:
+        raise UserError(f"--device {name}: torch sees {count} CUDA device{'s' if count != 1 else ''} "
+                        f"(cuda:0..cuda:{count - 1})")
     return device
 
 

@@ -4,7 +4,7 @@ import argparse
 import os
 import sys
 
-from utils.base import OUTPUT_DIRS, UserError, default_device, positive_int
+from utils.base import OUTPUT_DIRS, UserError, default_device, positive_int, seed_value
 
 OUTPUT_HELP = {"record_dir": "prune records (CSV, .pk)", "plots_dir": "result pickles and training curves",
                "models_dir": "checkpoints", "figs_dir": "figures"}
@@ -76,7 +76,7 @@ def add_common_args(parser, outputs=tuple(OUTPUT_DIRS)):
     parser.add_argument("--download", choices=("auto", "never"), default="auto",
                         help="fetch a missing CIFAR/FashionMNIST when the network allows")
     parser.add_argument("--device", default=default_device(), help="torch device")
-    parser.add_argument("--seed", type=int, default=None,
+    parser.add_argument("--seed", type=seed_value, default=None,
                         help="seeds python, numpy and torch (default: a fresh seed, printed and stored "
                              "with the results; a resumed run keeps its stored seed)")
     return add_output_dirs(parser, outputs)

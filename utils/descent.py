@@ -22,9 +22,9 @@ import os
 import numpy as np
 
 from model import build_model, gates_of, get_spec
-from utils import accel, data, io, train
-from utils.base import (UserError, check_positive, check_run_name, log, positive_int, resolve_device,
-                        writable_dir)
+from utils import accel, data, io, lock, train
+from utils.base import (UserError, check_positive, check_run_name, check_seed, check_sgd, log, positive_int,
+                        resolve_device, writable_dir)
 from utils.cli import add_budget_arg, add_training_args, check_pair, make_parser
 from utils.fit import MIN_ROWS, fit_power_law
 from utils.params import count_macs, count_params
@@ -117,12 +117,12 @@ def _settings(args):
                         ("--prune_per_step", args.prune_per_step)):
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
-    if args.warmup < 0 or (args.seed is not None and args.seed < 0):
-        raise UserError("--warmup and --seed must be non-negative")
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be non-negative, got {args.warmup}")
     if not 0 < args.prune_fraction < 1:
         raise UserError(f"--prune_fraction must be between 0 and 1, got {args.prune_fraction}")
     check_positive("--search_ratio", args.search_ratio)
-    check_positive("--lr", args.lr)
+    check_sgd(args.lr, args.momentum, args.weight_decay)
     check_run_name(args.save)
     return args
 
@@ -139,11 +139,14 @@ def search_settings(args):
 
 
 def _other_settings(path, data, args):
-    """None when the fit at `path` was written under these settings (or stores none: written before
-    settings were stored), else the UserError that refuses it."""
+    """None when the fit at `path` was written under these settings, else the UserError that refuses
+    it. A fit that stores no settings (the authors' records, or ours before they were stored) cannot be
+    shown to be this search's, so it is refused too."""
     stored = data.get("settings") if isinstance(data, dict) else None
     if not isinstance(stored, dict):
-        return None
+        return UserError(f"{path} is a search record whose settings are unknown (it stores none: the "
+                         f"authors' published records, or ours before records stored them); use another "
+                         f"--save, or --overwrite to recompute it")
     wanted = search_settings(args)
     keys = [k for k in wanted if not (k == "seed" and wanted[k] is None) and stored.get(k) != wanted[k]]
     if not keys:
@@ -160,7 +163,7 @@ def _load_iteration(args, k, num_layers, log):
     if not (os.path.exists(csv_path) and os.path.exists(pk_path)):
         return None
     io.read_prune_csv(csv_path, num_layers)  # refuse a record of another model
-    fit = io.load_pickle(pk_path)
+    fit = io.load_dict(pk_path, "a per-iteration fit ({'train_alpha', 'train_beta'})")
     try:
         io.check_budget(fit, pk_path, args.budget)
         refusal = _other_settings(pk_path, fit, args)
@@ -189,7 +192,7 @@ def _stored_seeds(args):
     while os.path.exists(path := param_pk_path(args.record_dir, args.save, k)):
         fit = io.load_pickle(path)
         if isinstance(fit, dict) and fit.get("seed") is not None:
-            found[path] = int(fit["seed"])
+            found[path] = check_seed(fit["seed"], path)
         k += 1
     return found
 
@@ -256,22 +259,22 @@ def _same_fits(record, fits, num_layers, settings, budget):
 
 
 def run_search(args, *, datasets, schedule, log=log):
-    """The whole search; `log` prints one line."""
+    """The whole search; `log` prints one line. It holds the lock <record_dir>/.<save>.lock from the first
+    read of its files to the last write: a second live search of the same name is refused."""
     args = _settings(args)
     check_pair(args.model, args.dataset, datasets)
     device = resolve_device(args.device)
     writable_dir(args.record_dir, create=False)  # created once the data has loaded
+    with lock.hold(lock.lock_file(args.record_dir, args.save), f"search {args.save}"):
+        return _search(args, device, schedule, log)
+
+
+def _search(args, device, schedule, log):
     num_classes = data.NUM_CLASSES[args.dataset]
     num_layers = len(get_spec(args.model).DEFAULT_WIDTHS)
-
     record = io.record_pk_path(args.record_dir, args.save)
     if os.path.exists(record) and not args.overwrite:
-        try:
-            refusal = _other_settings(record, io.load_pickle(record), args)
-        except UserError:
-            refusal = None  # an unreadable record is rewritten at the end, as before
-        if refusal is not None:
-            raise refusal
+        _check_record(record, args)
     if args.seed is None:  # a resumed search keeps the seed its finished iterations stored
         args = argparse.Namespace(**{**vars(args), "seed": train.choose_seed(None, _stored_seeds(args), log)})
     accel.set_precision(device, args.precision)
@@ -302,6 +305,17 @@ def run_search(args, *, datasets, schedule, log=log):
 
     _finish(args, record, fits, num_layers, log)
     return fits
+
+
+def _check_record(path, args):
+    """The search record this search would rewrite must be its own: written under these settings. One
+    that is unreadable or stores no settings (the authors' published records) is refused too."""
+    try:
+        refusal = _other_settings(path, io.load_dict(path, "a search record"), args)
+    except UserError as err:
+        raise UserError(f"{err}; use another --save, or --overwrite to replace it") from None
+    if refusal is not None:
+        raise refusal
 
 
 def _finish(args, record, fits, num_layers, log):

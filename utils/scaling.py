@@ -17,7 +17,7 @@ import math
 
 import numpy as np
 
-from utils.base import UserError
+from utils.base import MAX_WIDTH, UserError
 
 MAX_SEARCH_STEPS = 1_000_000  # the authors' loops converge in at most ~60k steps on their data
 RESOURCES = ("params", "macs")
@@ -32,9 +32,13 @@ class BudgetError(UserError):
 
 
 def fail(model, ratio, target, why, resource="params", absolute=False):
-    where = f"--target_{resource} {target:,.0f}" if absolute else f"ratio {ratio:g}"
+    where = f"--target_{resource} {_count(target)}" if absolute else f"ratio {ratio:g}"
     raise BudgetError(f"{model} at {where}: no configuration meets the budget of "
-                      f"{target:,.0f} {RESOURCE_WORDS[resource]} ({why})")
+                      f"{_count(target)} {RESOURCE_WORDS[resource]} ({why})")
+
+
+def _count(n):
+    return f"{n:,.0f}" if n < 1e15 else f"{n:.3g}"
 
 
 def parse_count(text, flag):
@@ -194,9 +198,13 @@ def select_for_resource(model, template, ratio, target, count, *, method, resour
     of a tiny network with all widths >= 10 is often out of reach, and the search prunes it anyway."""
     absolute = target is not None
     goal = target if absolute else count(uniform(template, ratio))
+    widest = count([MAX_WIDTH] * len(template))
+    if goal > widest:  # before a search that would only overflow
+        fail(model, ratio, goal, f"the widest network built here, every layer {MAX_WIDTH:,} units, has "
+                                 f"{_count(widest)}", resource, absolute)
     if method == "neuralscale" and any(beta):
         # x = ln(tau); widths grow with tau. The upper end grows until it is over the budget.
-        widths = meet_budget(lambda x: power_law(alpha, beta, math.exp(x)), 0.0,
+        widths = meet_budget(lambda x: power_law(alpha, beta, np.exp(x)), 0.0,
                              math.log(max(goal, 2.0)), goal, count, grow=lambda x: x + 10)
     elif method == "uniform" and not absolute:
         widths = uniform(template, ratio)
@@ -221,7 +229,11 @@ def meet_budget(raw, lo, hi, target, count, *, grow, rel_tolerance=REL_TOLERANCE
     count stays under the upper tolerance. Every loop is bounded.
     """
     def at(x):
-        widths = [int(w) for w in raw(x)]
+        with np.errstate(over="ignore", invalid="ignore"):
+            floats = np.nan_to_num(np.asarray(raw(x), dtype=np.float64), nan=0.0)  # NaN: 0 * inf, alpha 0
+        if np.any(floats > MAX_WIDTH):  # wider than anything built: over any budget that can be met
+            return None, math.inf
+        widths = [int(w) for w in floats]
         return widths, (count(widths) if min(widths) >= 1 else 0)  # a zero-unit layer is under any budget
 
     for _ in range(64):

@@ -4,7 +4,6 @@
 Resuming, seeds and the result pickle are utils/run.py's.
 """
 import argparse
-import math
 import os
 
 import numpy as np
@@ -12,7 +11,7 @@ import numpy as np
 from model import build_model, get_spec
 from utils import accel, io, run, scaling
 from utils.accel import set_precision
-from utils.base import (UserError, check_positive, check_ratios, check_run_name, check_widths, log, positive_int,
+from utils.base import (UserError, check_ratios, check_run_name, check_sgd, check_widths, log, positive_int,
                         resolve_device)
 from utils.cli import add_budget_arg, add_training_args, check_pair, make_parser
 from utils.data import NUM_CLASSES, TEST_ORDERS
@@ -51,7 +50,11 @@ def add_recipe_args(parser, recipe, *, datasets, dataset, models=None, by_datase
                              "it changes the per-batch-mean accuracy slightly)")
     parser.add_argument("--test_subset", type=positive_int, default=None,
                         help="test on the first N images only (default: all)")
-    parser.add_argument("--no_latency", action="store_true", help="skip the latency measurement")
+    parser.add_argument("--latency", action="store_true",
+                        help="also measure the trained network's latency as plot_ratio.py does (the authors' "
+                             "protocol, once per configuration; default: off, plot_ratio.py measures it)")
+    # The default since latency moved to plot_ratio.py; accepted so that older command lines still run.
+    parser.add_argument("--no_latency", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--test_order", choices=TEST_ORDERS, default="shuffled",
                         help="shuffled: the test set in a fresh order each epoch, drawn from --seed (the "
                              "authors' CIFAR/Fashion-MNIST loaders; it moves the per-batch-mean accuracy; "
@@ -69,10 +72,9 @@ def add_recipe_args(parser, recipe, *, datasets, dataset, models=None, by_datase
 def check_recipe_args(args, datasets):
     """What argparse cannot check: the model/data pair, the SGD numbers, the run name."""
     check_pair(args.model, args.dataset, datasets)
-    check_positive("--lr", args.lr)
-    for flag, value in (("--momentum", args.momentum), ("--weight_decay", args.weight_decay)):
-        if not (math.isfinite(value) and value >= 0):
-            raise UserError(f"{flag} must be a finite number of at least 0, got {value:g}")
+    check_sgd(args.lr, args.momentum, args.weight_decay)
+    if args.latency and args.no_latency:
+        raise UserError("--latency measures the latency and --no_latency does not; leave out one of them")
     check_run_name(args.save)
 
 
@@ -211,9 +213,7 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
     todo = pending(args, method, budget, plans, targets)
     if not todo:
         return
-    args = run.with_seed(args, results=[path for *_, path, _ in todo],
-                         checkpoints=[run.checkpoint_paths(args.models_dir, args.model, f"{args.save}_{tag}")[0]
-                                      for _, _, tag, *_ in todo])
+    args = run.with_seed(args)
     set_precision(device, args.precision)
     loaders = run.load_data(args, device)  # a missing data set fails before anything is created
     run.output_dirs(args)
@@ -226,7 +226,8 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
         result = run.train_and_save(net, args, device=device, loaders=loaders, path=path,
                                     stem=f"{args.save}_{tag}", schedule=schedule_for(args.dataset),
                                     epochs=args.epochs, method=method, ratio=ratio, widths=widths, name=name,
-                                    fingerprint=point, extra={**info, **point})
+                                    fingerprint=point, extra={**info, **point},
+                                    timed={"widths": widths, "convcut": method == "convcut"})
         latency = result["latency_ms"]
         log(f"{name}: params {result['params']:,}"
             + ("" if latency is None else f", latency {latency:.2f} ms/batch of 100")
