@@ -13,7 +13,7 @@ from utils.train import RECIPES
 
 SCRIPTS = ("architecture_descent", "imagenet_architecture_descent", "ratio_swipe", "imagenet_ratio_swipe",
            "train_norm", "fine_tune", "plot_ratio", "plot_ratio_warmup", "plot_filters", "list_architecture",
-           "fit_params", "val_format")
+           "fit_params", "val_format", "reproduce")
 MAX_FUNCTION_LINES = 50
 
 

@@ -118,6 +118,16 @@ def empty_cache(device):
         torch.cuda.empty_cache()
 
 
+def visible_devices():
+    """The CUDA devices this process may use, each as the CUDA_VISIBLE_DEVICES entry that pins a child
+    process to it (an index or a UUID); [] without CUDA."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(count)]
+    return [entry.strip() for entry in listed.split(",") if entry.strip()][:count]
+
+
 # Reporting ------------------------------------------------------------------------------------------
 
 def device_name(device):

@@ -12,6 +12,9 @@ import tempfile
 # The paper's widest layer is 2560 (MobileNetV2's 1280 at ratio 2).
 MAX_WIDTH = 2 ** 16
 CIFAR_LIKE = ("CIFAR10", "CIFAR100", "FashionMNIST", "synthetic")
+# The output folders (flag: default name), under --out_dir when it is given (utils/cli.py).
+OUTPUT_DIRS = {"record_dir": "prune_record", "plots_dir": "saved_plots", "models_dir": "saved_models",
+               "figs_dir": "savefigs"}
 # Every seed, given or stored: what torch.manual_seed, numpy's SeedSequence and a signed 64-bit integer
 # all hold exactly, so no seed is silently folded onto another (2**70 % 2**64 is seed 0).
 MAX_SEED = 2 ** 63 - 1

@@ -4,10 +4,8 @@ import argparse
 import os
 import sys
 
-from utils.base import UserError, check_run_name, default_device, positive_int, seed_value
+from utils.base import OUTPUT_DIRS, UserError, check_run_name, default_device, positive_int, seed_value
 
-OUTPUT_DIRS = {"record_dir": "prune_record", "plots_dir": "saved_plots", "models_dir": "saved_models",
-               "figs_dir": "savefigs"}
 OUTPUT_HELP = {"record_dir": "prune records (CSV, .pk)", "plots_dir": "result pickles and training curves",
                "models_dir": "checkpoints", "figs_dir": "figures"}
 

@@ -94,3 +94,18 @@ def _remove_empty(folders):
     for folder in folders:  # deepest first; one still in use (not empty) stays
         with contextlib.suppress(OSError):
             os.rmdir(folder)
+
+
+def holder(path):
+    """Who holds the lock `path` (PID, host, start, command), or None when no live process does."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(path)
+    finally:
+        os.close(fd)  # closing drops a shared lock we may have taken
+    return None
