@@ -9,7 +9,7 @@ CPU smoke run (seconds):
   python architecture_descent.py --dataset synthetic --subset 256 --batch-size 32 --warmup 1 \
       --iterations 2 --prune_every 1 --prune_per_step 100 --device cpu --save demo
 """
-from utils.base import CIFAR_LIKE, run_main
+from utils.base import CIFAR_LIKE, RESUMES_ITERATION, run_main
 from utils.descent import script_main
 
 
@@ -18,4 +18,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, RESUMES_ITERATION)

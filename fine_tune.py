@@ -9,40 +9,68 @@ size and its pruned units' gates are 0. The result's "params" is the exact param
 network the surviving widths describe ("widths"); "params_masked" that of the masked full-size one.
 """
 import argparse
+import contextlib
+import hashlib
 import os
 
 from model import build_model, get_spec
 from model.gate import Gate
-from utils import accel, io, oneshot, run, swipe
-from utils.base import CIFAR_LIKE, UserError, log, resolve_device, run_main
+from utils import accel, io, lock, oneshot, run, swipe
+from utils.base import CIFAR_LIKE, RESUMES_EPOCH, UserError, log, resolve_device, run_main
 from utils.cli import make_parser
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import actual_params, count_macs, count_params
+from utils.progress import Clock, Position
 from utils.train import RECIPES, evaluate, load_checkpoint, prepare_model, set_seed
 
 DATASETS = CIFAR_LIKE + ("tinyimagenet",)
 RECIPE = RECIPES["fine_tune"]
+BEST_SUFFIX = "_best_model.pt"  # utils.run.checkpoint_paths
 
 
 def pretrained_path(args):
-    """The checkpoint to prune: --resume NAME, or --prune_fname NAME when --resume is absent (the
-    authors' README passed only --prune_fname, so their command fine-tuned a random network)."""
-    name = args.resume or args.prune_fname
+    """The checkpoint to prune: --resume NAME (or its alias --prune_fname: the authors' README passed only
+    --prune_fname, so their command fine-tuned a random network)."""
+    name = args.resume
     if not name:
         raise UserError("fine_tune.py needs a pre-trained network: --resume NAME loads "
                         f"{os.path.join(args.models_dir, args.model, 'NAME_best_model.pt')} "
                         "(train_norm.py --save NAME writes it)")
     if name.endswith((".pt", ".t7")) or os.sep in name:
         return name
-    return os.path.join(args.models_dir, args.model, f"{name}_best_model.pt")
+    return os.path.join(args.models_dir, args.model, f"{name}{BEST_SUFFIX}")
 
 
 def check_pretrained(path, args):
-    name = args.resume or args.prune_fname
+    name = args.resume
     if not os.path.isfile(path):
         raise UserError(f"no pre-trained checkpoint {path}; run train_norm.py --model {args.model} "
-                        f"--dataset {args.dataset} --save {name} first, or fix --resume/--models_dir")
+                        f"--dataset {args.dataset} --save {name} first (its --keep_checkpoints best or all keeps "
+                        f"this file), or fix --resume/--models_dir")
     return path
+
+
+def pretrained_lock(source):
+    """The lock train_norm.py holds while it writes <stem>_best_model.pt: a network still being trained
+    is refused rather than read half-way through its run. A folder we cannot write holds no lock."""
+    folder, name = os.path.split(source)
+    if not name.endswith(BEST_SUFFIX) or not os.access(folder or ".", os.W_OK):
+        return contextlib.nullcontext()
+    stem = name[:-len(BEST_SUFFIX)]
+    return lock.hold(lock.lock_file(folder, stem), f"pre-trained run {stem}")
+
+
+def content_hash(path):
+    """The SHA-256 of a file's bytes: which pre-trained network a fine-tuned result starts from (its
+    path says only where it was: a train_norm.py --overwrite puts another network there)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror or err}") from None
+    return digest.hexdigest()
 
 
 def load_pretrained(path, args, num_classes, device):
@@ -84,18 +112,19 @@ def parse_args(argv):
         hidden=("--scale_schedule",),
         help={"--epochs": f"fine-tuning epochs at constant --lr (default: {RECIPE['epochs']}, or "
                           f"{RECIPE['tiny_epochs']} on tinyimagenet)"})
-    parser.add_argument("--resume", default="", help="the pre-trained run: train_norm.py's --save name "
-                                                     "(or a checkpoint path)")
-    parser.add_argument("--prune_fname", default="", help="the same as --resume when --resume is absent "
-                                                          "(the authors' README spelling)")
-    parser.add_argument("--descent_idx", type=int, default=14, help=argparse.SUPPRESS)  # the authors' CLI; unused
+    parser.add_argument("--resume", default=None, help="the pre-trained run: train_norm.py's --save name "
+                                                     "(or a checkpoint path; --prune_fname, the authors' "
+                                                     "spelling, is the same flag)")
+    parser.add_argument("--prune_fname", dest="resume", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)  # an alias of --resume: the authors' README spelling
+    parser.add_argument("--descent_idx", type=int, default=14, ignored=True)  # in the authors' CLI; unused
     parser.add_argument("--method", default="l1",
                         help="l1 (or 1): filter L1 norm, Li et al.; slim (or 0): |BN gamma|, network slimming")
     parser.add_argument("--ratio", type=float, default=0.75,
                         help="budget: the parameter count of the pre-trained widths x this "
                              "ratio (0.75: about 56 %% of the parameters); names the result")
     args = parser.parse_args(argv)
-    swipe.check_recipe_args(args, DATASETS)
+    swipe.check_recipe_args(args, DATASETS, "{model}_norm_{tag}")
     if not 0 < args.ratio < 1:
         raise UserError(f"--ratio must be between 0 and 1, got {args.ratio:g}")
     return args
@@ -128,37 +157,40 @@ def main(argv=None):
     epochs = args.epochs or RECIPE["tiny_epochs" if args.dataset == "tinyimagenet" else "epochs"]
     num_classes = NUM_CLASSES[args.dataset]
     path = io.result_path(args.plots_dir, args.model, args.save, args.ratio)
-    source = pretrained_path(args)
+    source = check_pretrained(pretrained_path(args), args)
     stem = f"{args.save}_{io.ratio_tag(args.ratio)}"
-    # The widths follow from the pre-trained network and --method; they are compared on resume.
-    settings = {**run.fingerprint_of(args, method=method, ratio=args.ratio, schedule=RECIPE["schedule"],
-                                     pretrained=source), "epochs": epochs}
-    if run.finished(path, settings, args.overwrite):
-        log(f"{path} exists, nothing to do (same settings)")
-        return
-    check_pretrained(source, args)
-    args = run.with_seed(args, checkpoints=[run.checkpoint_paths(args.models_dir, args.model, stem)[0]])
-    accel.set_precision(device, args.precision)
-    set_seed(args.seed)
-    net, arch = load_pretrained(source, args, num_classes, device)
+    with pretrained_lock(source):  # the bytes hashed are the bytes loaded
+        # The pre-trained network is identified by its content: the widths follow from it and --method.
+        identity = {"pretrained_sha256": content_hash(source)}
+        settings = {**run.fingerprint_of(args, method=method, ratio=args.ratio, schedule=RECIPE["schedule"],
+                                         **identity), "epochs": epochs}
+        if run.finished(path, settings, args.overwrite):
+            log(f"{path} exists, nothing to do (same settings)")
+            return
+        args = run.with_seed(args)
+        accel.set_precision(device, args.precision)
+        accel.set_deterministic(device, args.deterministic)
+        set_seed(args.seed)
+        net, arch = load_pretrained(source, args, num_classes, device)
     widths, facts = prune_pretrained(net, arch, args, method, num_classes)
     name = f"{args.model} {args.dataset} fine_tune {method} seed={args.seed}"
     loaders = run.load_data(args, device)
     run.output_dirs(args)
     pruned_test = evaluate(net, loaders[1], device, epoch=0, precision=args.precision)
     log(f"{name}: before fine-tuning test acc {pruned_test['acc']:.2f}")
-    physical = run.latency_of(prepare_model(build_model(args.model, widths, num_classes,
-                                                        convcut=arch.get("convcut", False)), device), args, device)
+    convcut = bool(arch.get("convcut", False))
+    physical = run.latency_of(args, device, widths, convcut)
     result = run.train_and_save(
         net, args, device=device, loaders=loaders, path=path, stem=stem, schedule=RECIPE["schedule"],
-        epochs=epochs, method=method, ratio=args.ratio, widths=widths, name=name,
-        fingerprint={"pretrained": source},
+        epochs=epochs, method=method, ratio=args.ratio, widths=widths, name=name, fingerprint=identity,
+        timed={"widths": arch["widths"], "convcut": convcut, "gates": True},
         extra={**facts, "pretrained": source, "pruned_test_acc": float(pruned_test["acc"]),
-               "pruned_test_acc_dataset": float(pruned_test["acc_dataset"]), "latency_ms_physical": physical})
+               "pruned_test_acc_dataset": float(pruned_test["acc_dataset"]), "latency_ms_physical": physical},
+        keep=args.keep_checkpoints, position=Position("ratio 1/1", Clock(epochs)))
     log(f"{name}: best test acc {result['best_test_acc']:.2f}; wrote {path}")
     del net
     accel.empty_cache(device)
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, RESUMES_EPOCH)

@@ -4,7 +4,7 @@ As architecture_descent.py, with the authors' TinyImageNet settings: batch 100, 
 100 minibatches, the tiny_search LR rule, and the search's augmentation (rotation and flip, no crop).
 Prepare the data first with val_format.py.
 """
-from utils.base import run_main
+from utils.base import RESUMES_ITERATION, run_main
 from utils.descent import script_main
 
 DATASETS = ("tinyimagenet",)
@@ -15,4 +15,4 @@ def main():
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, RESUMES_ITERATION)

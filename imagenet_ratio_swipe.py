@@ -4,7 +4,7 @@ The same engine as ratio_swipe.py (utils/swipe.py); the --morph lists are ratio_
 """
 from ratio_swipe import PRUNED_FILTERS
 from utils import swipe
-from utils.base import run_main
+from utils.base import RESUMES_EPOCH, run_main
 
 DATASETS = ("tinyimagenet",)
 
@@ -15,4 +15,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, RESUMES_EPOCH)

@@ -33,11 +33,11 @@ def parse_args(argv=None):
     p.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
     p.add_argument("--dataset", default="CIFAR10", choices=sorted(NUM_CLASSES), help="data set")
     p.add_argument("--method", choices=("neuralscale", "uniform", "morph"), default=None,
-                   help="default: neuralscale when --prune_fname is given, else uniform")
+                   help="width rule (default: neuralscale when --prune_fname is given, else uniform)")
     p.add_argument("--prune_fname", help="search record: a run name under --record_dir or a .pk path")
     p.add_argument("--descent_idx", type=int, nargs="+", help="iterations to list (default: all)")
-    p.add_argument("--ratios", type=float, nargs="+", help="default: 0.25 0.75 1.25 2 (CIFAR-like), "
-                                                           "0.25 0.5 0.75 1 (tinyimagenet)")
+    p.add_argument("--ratios", type=float, nargs="+", help="width ratios (default: 0.25 0.75 1.25 2, or "
+                                                           "0.25 0.5 0.75 1 on tinyimagenet)")
     p.add_argument("--target_params", nargs="+", metavar="N",
                    help="instead of --ratios: absolute budgets in parameters, e.g. 1.5M (suffixes k, M, G)")
     p.add_argument("--target_macs", nargs="+", metavar="N",
@@ -50,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--convcut", action="store_true", help="all shortcuts convolutional")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("--plot", action="store_true", help="layers x iterations picture per ratio")
-    add_common_args(p, outputs=("record_dir", "figs_dir"))
+    add_common_args(p, outputs=("record_dir", "figs_dir"), inputs=("device",))  # --budget latency's device
     return p.parse_args(argv)
 
 

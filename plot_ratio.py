@@ -6,8 +6,10 @@
 Per method and ratio: the mean ± population std over seeds of the best test accuracy over epochs (the
 paper's statistic), the final-epoch mean, the number of seeds found, the trainable parameters of the
 built network, its multiply-accumulates per image (MACs, conv and linear layers) and its latency
-(batch 100, 20 warm-up + 80 timed passes on --device; a `latency_ms` stored in the pickles wins; a
-measurement is kept under <plots_dir>/latency_cache/ and reused on the same machine and settings).
+(batch 100, 20 warm-up + 80 timed passes on --device, as the authors measured it here: the network
+rebuilt from its widths, contiguous NCHW, no cuDNN autotuning, VGG11 with its gates; kept under
+<plots_dir>/latency_cache/ and reused on the same machine and settings; --fast_latency: the layout
+training uses, labelled so; --no_latency: none measured, a `latency_ms` stored in the pickles is shown).
 Result files: <plots_dir>/<model>/<name>_<seed>_<int(ratio*100)>.pk with the authors' names by default.
 A method with no file at all is left out with a note on stderr; a ratio or seed with no file is
 reported as missing, never filled in. ConvCut (resnet18, mobilenetv2) and
@@ -40,12 +42,12 @@ def parse_args(argv=None):
     p = make_parser(__doc__.splitlines()[0])
     p.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
     p.add_argument("--dataset", default="CIFAR100", choices=sorted(NUM_CLASSES),
-                   help="data set; CIFAR100 by default, as the authors' plot script (the other scripts "
-                        "default to CIFAR10)")
+                   help="data set (default: CIFAR100, as the authors' plot script; the other scripts take "
+                        "CIFAR10)")
     p.add_argument("--methods", nargs="+", choices=report.METHODS, default=list(report.METHODS),
                    help="methods to gather (each is left out anyway when it has no result file)")
-    p.add_argument("--prune_fname", help="the NeuralScale search record (name under --record_dir or "
-                                         ".pk path); default: the record behind the authors' plot")
+    p.add_argument("--prune_fname", help="the NeuralScale search record, a name under --record_dir or a "
+                                         ".pk path (default: the record behind the authors' plot)")
     p.add_argument("--morph_record", help="take the MorphNet widths from the last row of this --morph "
                                           "search (<record_dir>/NAME_0.csv or a .csv path) instead of "
                                           "ratio_swipe.PRUNED_FILTERS")

@@ -20,7 +20,7 @@ PRUNED_FILTERS = {
 
 # Everything below is the thin script; the engine is utils/swipe.py.
 from utils import swipe  # noqa: E402
-from utils.base import CIFAR_LIKE, run_main  # noqa: E402
+from utils.base import CIFAR_LIKE, RESUMES_EPOCH, run_main  # noqa: E402
 
 
 
@@ -30,4 +30,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, RESUMES_EPOCH)

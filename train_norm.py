@@ -7,10 +7,11 @@ Epochs follow the authors' override: 300 (CIFAR-like, x0.1 at 100/200/250), 150 
 """
 from model import build_model, get_spec
 from utils import io, run, swipe
-from utils.accel import set_precision
-from utils.base import CIFAR_LIKE, log, resolve_device, run_main
+from utils.accel import set_deterministic, set_precision
+from utils.base import CIFAR_LIKE, RESUMES_EPOCH, log, resolve_device, run_main
 from utils.cli import make_parser
 from utils.data import NUM_CLASSES
+from utils.progress import Clock, Position
 from utils.train import RECIPES, prepare_model, set_seed
 
 DATASETS = CIFAR_LIKE + ("tinyimagenet",)
@@ -23,7 +24,7 @@ def main(argv=None):
     parser = swipe.add_recipe_args(make_parser(__doc__), "scratch_cifar", datasets=DATASETS, dataset="CIFAR10",
                                    by_dataset=True, help={"--epochs": EPOCHS_HELP})
     args = parser.parse_args(argv)
-    swipe.check_recipe_args(args, DATASETS)
+    swipe.check_recipe_args(args, DATASETS, "{model}_standard_{tag}")
     device = resolve_device(args.device)
     epochs = args.epochs or swipe.scratch_recipe(args.dataset)["epochs"]
     path = io.result_path(args.plots_dir, args.model, args.save, RATIO)
@@ -34,18 +35,20 @@ def main(argv=None):
     if run.finished(path, {**fingerprint, "epochs": epochs}, args.overwrite):
         log(f"{path} exists, nothing to do (same settings)")
         return
-    checkpoint, best = run.checkpoint_paths(args.models_dir, args.model, args.save)
-    args = run.with_seed(args, checkpoints=[checkpoint])
+    _, best = run.checkpoint_paths(args.models_dir, args.model, args.save)
+    args = run.with_seed(args)
     set_precision(device, args.precision)
+    set_deterministic(device, args.deterministic)
     loaders = run.load_data(args, device)
     run.output_dirs(args)
     set_seed(run.init_seed(args.seed, RATIO))
     net = prepare_model(build_model(args.model, widths, num_classes, gates=True, bn_init=args.bn_init), device)
     name = f"{args.model} {args.dataset} train_norm seed={args.seed}"
     run.train_and_save(net, args, device=device, loaders=loaders, path=path, stem=args.save, schedule=schedule,
-                       epochs=epochs, method="uniform", ratio=RATIO, widths=widths, name=name)
-    log(f"{name}: best model {best}; wrote {path}")
+                       epochs=epochs, method="uniform", ratio=RATIO, widths=widths, name=name,
+                       keep=args.keep_checkpoints, position=Position("ratio 1/1", Clock(epochs)))
+    log(f"{name}: wrote {path}" + ("" if args.keep_checkpoints == "none" else f"; best model {best}"))
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, RESUMES_EPOCH)

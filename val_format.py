@@ -16,7 +16,7 @@ Departures from the authors' script, on purpose:
 """
 import os
 
-from utils.base import UserError, run_main
+from utils.base import UserError, is_plain_name, run_main
 
 from utils.cli import make_parser
 
@@ -44,6 +44,11 @@ def read_annotations(path):
             fields = line.rstrip("\n").split("\t")
             if len(fields) < 2 or not fields[0] or not fields[1] or fields[0] in seen:
                 raise UserError(f"{path}:{lineno}: expected a new '<file>\\t<wnid>...' line, got {line.strip()!r}")
+            # Both become path components of a move: a '../..' would move images out of the data tree.
+            for what, name in (("file name", fields[0]), ("class id", fields[1])):
+                if not is_plain_name(name):
+                    raise UserError(f"{path}:{lineno}: the {what} {name!r} is not a plain name (no folders, "
+                                    f"not . or ..); nothing was moved")
             seen.add(fields[0])
             classes.setdefault(fields[1], []).append(fields[0])
     return {wnid: sorted(files) for wnid, files in classes.items()}

@@ -27,5 +27,10 @@ TAIL=6 step smoke_search 70 $PY architecture_descent.py --model vgg "${D[@]}" --
 TAIL=6 step smoke_swipe 70 $PY ratio_swipe.py --model vgg "${D[@]}" --test_subset 512 --prune_fname s --descent_idx 1 --ratios 0.25 1 --epochs 2 --seed 0 --save vgg_late_s_0
 TAIL=6 step smoke_uniform 70 $PY ratio_swipe.py --model mobilenetv2 "${D[@]}" --test_subset 512 --uniform --ratios 0.5 --epochs 1 --seed 0 --precision bf16 --save mnv2_uni_0
 TAIL=6 step smoke_li 70 bash -c "$PY train_norm.py --model resnet18 ${D[*]} --test_subset 512 --epochs 1 --seed 0 --save rn_norm && $PY fine_tune.py --model resnet18 ${D[*]} --test_subset 512 --epochs 1 --seed 0 --resume rn_norm --save rn_ft"
+# --deterministic on CUDA: one tiny swipe twice (ResNet18: its global pooling is the op most likely to lack a
+# deterministic CUDA kernel); prints IDENTICAL when the two runs' curves agree bit for bit, else DIFFER.
+DET="$PY ratio_swipe.py --model resnet18 ${D[*]} --test_subset 512 --uniform --ratios 0.5 --epochs 2 --seed 0 --deterministic --no_latency"
+SAME='import sys; from utils import io; a, b = (io.load_result(p) for p in sys.argv[1:]); keys = ("train_loss", "train_acc", "test_loss", "test_acc"); print("IDENTICAL" if all(a[k] == b[k] for k in keys) else "DIFFER", {k: max(abs(x - y) for x, y in zip(a[k], b[k])) for k in keys})'
+TAIL=4 step deterministic 150 bash -c "$DET --save det_a && $DET --save det_b && $PY -c '$SAME' $S/saved_plots/resnet18/det_a_50.pk $S/saved_plots/resnet18/det_b_50.pk"
 TAIL=20 step smoke_table 60 $PY plot_ratio.py --model vgg --dataset synthetic --out_dir "$S" --ratios 0.25 1 --seeds 0 --methods neuralscale_it15 --late_name vgg_late_s --prune_fname s --late_idx 1
 [ "${1:-}" = quick ] || TAIL=15 step tests_fast 110 $PY -m pytest -q -n 8 -m "not slow" tests -p no:cacheprovider

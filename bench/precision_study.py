@@ -33,6 +33,7 @@ import ratio_swipe  # noqa: E402
 from model import build_model, gates_of, get_spec  # noqa: E402
 from utils import data, io, train  # noqa: E402
 from utils.accel import autocast  # noqa: E402
+from utils.base import seed_value  # noqa: E402
 from utils.cli import make_parser  # noqa: E402
 from utils.prune import TaylorFOPruner  # noqa: E402
 
@@ -165,13 +166,13 @@ def parse_args():
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--prune_every", type=int, default=4)
     parser.add_argument("--prune_per_step", type=int, default=10)
-    parser.add_argument("--search_seed", type=int, default=0)
+    parser.add_argument("--search_seed", type=seed_value, default=0)
     parser.add_argument("--ratio", type=float, default=0.25)
     parser.add_argument("--subset", type=int, default=4096)
     parser.add_argument("--test_subset", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--seeds", type=seed_value, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--skip_accuracy", action="store_true", help="measure (a) only")
     args = parser.parse_args()
     if args.quick:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python b
 
 from model import MODELS, build_model, gates_of, get_spec  # noqa: E402
 from utils import accel, train  # noqa: E402
-from utils.base import UserError, default_device, log, positive_int, resolve_device, run_main  # noqa: E402
+from utils.base import UserError, default_device, log, positive_int, resolve_device, run_main, seed_value  # noqa: E402
 from utils.cli import make_parser  # noqa: E402
 from utils.data import IMAGE_SIZE, NUM_CLASSES, SYNTHETIC_SIZES, TorchvisionLoader, get_loaders  # noqa: E402
 from utils.descent import DEFAULT_FRACTION  # noqa: E402
@@ -355,7 +355,7 @@ def main(argv=None):
     parser.add_argument("--descent-limit", type=float, default=600.0,
                         help="on CUDA without --quick, run a real full iteration when the extrapolation "
                              "predicts at most this many seconds")
-    parser.add_argument("--seed", type=int, default=0, help="initial weights and data order")
+    parser.add_argument("--seed", type=seed_value, default=0, help="initial weights and data order")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch intra-op threads on the CPU (default: torch's choice, one per core)")
     args = parser.parse_args(argv)

@@ -207,3 +207,49 @@ def aug_keys(aug):
 def test_pin_memory_is_the_default_pinning_function():
     loader = synthetic()
     assert loader.pin is accel.pin_memory
+
+
+# ---------------------------------------------------------------------------------------------------
+# --deterministic: the switches, and a run that records it.
+
+@pytest.fixture
+def restore_determinism(monkeypatch):
+    """set_deterministic flips process-wide torch state: put it back after the test."""
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    state = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+             torch.backends.cudnn.benchmark)
+    yield
+    torch.use_deterministic_algorithms(state[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = state[1:]
+
+
+def test_set_deterministic_sets_every_switch(restore_determinism):
+    import os
+    accel.set_deterministic(CPU, False)
+    assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    torch.backends.cudnn.benchmark = True
+    accel.set_deterministic(CPU, True)
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.deterministic is True and torch.backends.cudnn.benchmark is False
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+@pytest.mark.slow
+def test_a_deterministic_run_records_it_and_the_cpu_repeats_either_way(tmp_path, restore_determinism, capsys):
+    """On the CPU the same seed gives the same curves with or without --deterministic; the flag is part
+    of the run's settings (a result without it is another run's). The three models train under it: no
+    operation on their path lacks a deterministic implementation (global pooling is a mean)."""
+    import ratio_swipe
+    from utils import io
+    base = ["--dataset", "synthetic", "--device", "cpu", "--no_latency", "--subset", "16", "--test_subset", "8",
+            "--batch-size", "8", "--uniform", "--ratios", "0.0625", "--epochs", "1", "--seed", "0",
+            "--plots_dir", str(tmp_path / "plots"), "--models_dir", str(tmp_path / "models")]
+    ratio_swipe.main([*base, "--model", "vgg", "--save", "plain"])
+    for model in ("vgg", "resnet18", "mobilenetv2"):
+        ratio_swipe.main([*base, "--model", model, "--save", "det", "--deterministic"])
+    plain, det = (io.load_result(tmp_path / f"plots/vgg/{name}_6.pk") for name in ("plain", "det"))
+    assert det["settings"]["deterministic"] is True and "deterministic" not in plain["settings"]
+    assert all(det[k] == plain[k] for k in ("train_loss", "test_acc", "test_loss"))
+    assert torch.are_deterministic_algorithms_enabled()
+    for model in ("resnet18", "mobilenetv2"):
+        assert len(io.load_result(tmp_path / f"plots/{model}/det_6.pk")["train_loss"]) == 1

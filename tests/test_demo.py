@@ -117,7 +117,8 @@ def test_demo_without_data_or_network_says_how_to_get_it(tmp_path, monkeypatch, 
     monkeypatch.setattr(D, "_torchvision_download", offline)
     monkeypatch.setattr(sys, "argv", ["architecture_descent.py", "--model", "vgg", "--dataset", "FashionMNIST",
                                       "--data_dir", str(tmp_path / "data"),
-                                      "--record_dir", str(tmp_path / "record"), "--device", "cpu"])
+                                      "--record_dir", str(tmp_path / "record"), "--device", "cpu",
+                                      "--save", "fmnist_search"])
     with pytest.raises(SystemExit) as exit_:
         run_main(architecture_descent.main)
     assert exit_.value.code == 2

@@ -45,8 +45,10 @@ def test_train_norm_then_fine_tune(tmp_path):
     assert result["macs"] == count_macs("vgg", widths, 10, 32) and result["macs_masked"] == 152_769_536
     assert result["pretrained"].endswith("norm_best_model.pt")
     assert "pruned [64, 128" in proc.stdout
-    # Still masked after fine-tuning: the pruned units' gates are 0 and were never trained.
-    ckpt = load_checkpoint(tmp_path / "models/vgg/ft_75_checkpoint.pt", CPU)
+    # Still masked after fine-tuning: the pruned units' gates are 0 and were never trained. A finished
+    # run keeps only its best-epoch weights (--keep_checkpoints best).
+    assert not (tmp_path / "models/vgg/ft_75_checkpoint.pt").exists()
+    ckpt = load_checkpoint(tmp_path / "models/vgg/ft_75_best_model.pt", CPU)
     net = build_model("vgg", MODELS["vgg"].DEFAULT_WIDTHS, 10, gates=True)
     net.load_state_dict(ckpt["state_dict"])
     assert oneshot.surviving_widths(net) == widths
@@ -66,7 +68,7 @@ def test_train_norm_then_fine_tune(tmp_path):
     (["--prune_fname", "nothing"], "no pre-trained checkpoint"),
 ])
 def test_fine_tune_without_checkpoint(tmp_path, flags, message):
-    proc = run_script("fine_tune.py", *TINY_RUN, *flags, *dirs(tmp_path), check=False)
+    proc = run_script("fine_tune.py", *TINY_RUN, *flags, "--save", "ft", *dirs(tmp_path), check=False)
     assert_one_line_error(proc)
     assert message in proc.stderr
     assert not (tmp_path / "plots").exists() and not (tmp_path / "models").exists()

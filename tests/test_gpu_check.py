@@ -26,10 +26,10 @@ def test_all_checks_run_on_the_cpu_on_small_settings():
     for name in ("vgg", "resnet18", "mobilenetv2"):
         assert re.search(rf"{name} fp32 loss \d+\.\d+ \(\d+ img/s\), bf16 loss \d+\.\d+", lines[1]), name
         assert re.search(rf"{name} loss \d\.\d{{3}} -> \d\.\d{{3}}, largest gap 0\.0[0-4]\d\d", lines[2]), name
-        assert re.search(rf"{name} (\d+)/10 of \d+ units \(\d+ %\)", lines[3]), name
+        assert re.search(rf"{name} (\d+)/10 of \d+ units \(need 4\)", lines[3]), name
         assert re.search(rf"{name} \d+\.\d\dx \(ours \d+ vs \d+ img/s; target \d+x", lines[4]), name
     assert "over 6 minibatches" in lines[2] and "after 6 minibatches" in lines[3]
-    # at least 6 of 10 units in common
+    # at least 6 of 10 units in common (bench/overlap_sweep.py: 5 to 10 over 200 seeds)
     assert all(int(m) >= 6 for m in re.findall(r"(\d+)/10 of", lines[3]))
     assert re.search(r"EXTRAPOLATED from 1-minibatch windows: ours \d+ s, authors' pipeline \d+ s", lines[5])
 

@@ -13,7 +13,7 @@ from utils.train import RECIPES
 
 SCRIPTS = ("architecture_descent", "imagenet_architecture_descent", "ratio_swipe", "imagenet_ratio_swipe",
            "train_norm", "fine_tune", "plot_ratio", "plot_ratio_warmup", "plot_filters", "list_architecture",
-           "fit_params", "val_format")
+           "fit_params", "val_format", "reproduce")
 MAX_FUNCTION_LINES = 50
 
 
@@ -67,10 +67,12 @@ def options(text):
     for line in text.split("options:", 1)[1].splitlines():
         if line.startswith("  -"):
             entries.append([line])
+        elif not line.startswith(" "):  # a group's title, or the blank line before it
+            entries.append([])
         elif entries:
             entries[-1].append(line)
     found = {}
-    for entry in entries:
+    for entry in filter(None, entries):
         header = re.split(r"\s{2,}", entry[0].strip())[0]
         for flag in re.findall(r"(?:^|, )(--?[\w-]+)", header):
             found[flag] = " ".join(" ".join(entry).split())
@@ -84,7 +86,7 @@ def test_help_shows_both_spellings_a_default_for_every_option_and_the_choices(sc
     for flag, entry in found.items():
         if flag in ("-h", "--help"):
             continue
-        assert "(default" in entry, (script, flag, entry)
+        assert "(default" in entry or "(required" in entry, (script, flag, entry)
         body = flag[2:]
         for other in (body.replace("_", "-"), body.replace("-", "_")):
             assert f"--{other}" in found, (script, flag, "has no spelling", other)
@@ -206,3 +208,22 @@ def test_the_ground_layer_imports_nothing_of_ours_and_the_engine_no_flags():
     lower = [f"utils/{p.name}" for p in sorted((REPO / "utils").glob("*.py"))]
     offenders = [p for p in lower if p not in parser_builders and "utils.cli" in set(imports(p))]
     assert offenders == []
+
+
+@pytest.mark.parametrize("script,message", [
+    ("ratio_swipe", "RESUMES_EPOCH"), ("imagenet_ratio_swipe", "RESUMES_EPOCH"), ("train_norm", "RESUMES_EPOCH"),
+    ("fine_tune", "RESUMES_EPOCH"), ("architecture_descent", "RESUMES_ITERATION"),
+    ("imagenet_architecture_descent", "RESUMES_ITERATION")])
+def test_ctrl_c_in_a_script_that_resumes_says_so(script, message, capsys):
+    """Every script that resumes hands run_main the line Ctrl-C prints; run_main prints it, exit 130."""
+    from utils import base
+    assert f"run_main(main, {message})" in (REPO / f"{script}.py").read_text()
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as stop:
+        base.run_main(interrupted, getattr(base, message))
+    assert stop.value.code == 130
+    assert capsys.readouterr().err == getattr(base, message) + "\n"
+    assert "run the same command again to resume" in getattr(base, message)

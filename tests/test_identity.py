@@ -46,7 +46,7 @@ def files_under(root):
 
 def test_swipe_refuses_other_settings_and_overwrite_replaces(tmp_path, monkeypatch, capsys):
     import ratio_swipe
-    base = [*T, "--uniform", "--ratios", "0.25", "--save", "run", *dirs(tmp_path)]
+    base = [*T, "--uniform", "--ratios", "0.25", "--save", "run", "--keep_checkpoints", "all", *dirs(tmp_path)]
     path = tmp_path / "plots/vgg/run_25.pk"
     assert cli(monkeypatch, capsys, ratio_swipe.main, *base, "--seed", "0")[0] == 0
     before = path.read_bytes()
@@ -100,13 +100,15 @@ def test_train_norm_and_fine_tune_refuse_other_settings(tmp_path, monkeypatch, c
 
 
 def test_finished_compares_settings(tmp_path, monkeypatch):
-    """Old results (no "settings") are compared on the keys they hold; a seed the user did not give
-    (None) matches any stored seed; --overwrite takes over an unreadable file."""
+    """Old results (no "settings") are compared on the keys they hold, and refused even when those match
+    (issue 19: the rest is unknown); a seed the user did not give (None) matches any stored seed;
+    --overwrite takes over an unreadable file."""
     monkeypatch.setattr(swipe, "log", lambda message: None)
     path = tmp_path / "r_25.pk"
-    curves = {"train_acc": [1.0], "train_loss": [2.0], "test_acc": [3.0], "test_loss": [4.0]}
+    curves = {"train_acc": [1.0] * 5, "train_loss": [2.0] * 5, "test_acc": [3.0] * 5, "test_loss": [4.0] * 5}
     io.save_result(path, {"ratio": 0.25, **curves, "seed": 3, "epochs": 5})
-    assert run.finished(path, {"seed": 3, "epochs": 5, "lr": 0.1, "ratio": 0.25}, False)
+    with pytest.raises(UserError, match="settings are unknown: it stores none, so lr cannot be checked"):
+        run.finished(path, {"seed": 3, "epochs": 5, "lr": 0.1, "ratio": 0.25}, False)
     with pytest.raises(UserError, match="epochs: 5 there, 6 now"):
         run.finished(path, {"seed": 3, "epochs": 6, "ratio": 0.25}, False)
     assert not run.finished(path, {"seed": 3, "epochs": 6, "ratio": 0.25}, True)

@@ -52,8 +52,13 @@ def test_missing_and_malformed_records(tmp_path):
     with pytest.raises(UserError, match="not a search record"):
         io.load_fits(tmp_path / "other.pk")
     io.save_fits(tmp_path / "short.pk", [(np.ones(8), np.zeros(8))])
-    with pytest.raises(UserError, match="vectors of 17"):
+    # A VGG record read for ResNet18: the error names the record's model and the flag that reads it.
+    with pytest.raises(UserError, match=r"a fit of 8 layers, not the 17 of this --model; it is a vgg record: "
+                                        r"pass --model vgg$"):
         io.load_fits(tmp_path / "short.pk", num_layers=17)
+    io.save_fits(tmp_path / "odd.pk", [(np.ones(5), np.zeros(5))])
+    with pytest.raises(UserError, match=r"a fit of 5 layers, not the 8 of this --model$"):  # no model has 5
+        io.load_fits(tmp_path / "odd.pk", num_layers=8)
     io.save_pickle({"ratio": 1.0}, tmp_path / "curve.pk")
     with pytest.raises(UserError, match="not a training-curve pickle"):
         io.load_result(tmp_path / "curve.pk")
@@ -83,6 +88,10 @@ def test_prune_csv_round_trip_and_errors(tmp_path):
     (tmp_path / "ragged_0.csv").write_text("1,2,3\n4,5\n")
     with pytest.raises(UserError, match="columns"):
         io.read_prune_csv(tmp_path / "ragged_0.csv")
+    io.write_prune_csv(tmp_path / "mbv2_0.csv", [[9] * 19])
+    with pytest.raises(UserError, match=r"rows of 19 widths, not the 8 of this --model; it is a mobilenetv2 "
+                                        r"record: pass --model mobilenetv2$"):
+        io.read_prune_csv(tmp_path / "mbv2_0.csv", num_layers=8)
     (tmp_path / "text_0.csv").write_text("a,b\n")
     with pytest.raises(UserError, match="comma-separated integers"):
         io.read_prune_csv(tmp_path / "text_0.csv")

@@ -31,9 +31,9 @@ def test_tiny_input_size():
 
 @pytest.mark.slow
 def test_latency_measured_once_per_configuration(tmp_path, monkeypatch):
-    """Three seeds of a two-ratio swipe measure two configurations, and every result carries them;
-    another thread count, width list or class count measures again. Each seed is its own main()
-    call, as each is its own process in `make demo`: only the files under plots_dir are shared."""
+    """Three seeds of a two-ratio swipe with --latency measure two configurations, and every result
+    carries them; another thread count, width list or class count measures again. Each seed is its own
+    main() call, as each is its own process in `make demo`: only the files under plots_dir are shared."""
     import ratio_swipe
     from utils import io, latency
     calls = []
@@ -49,7 +49,7 @@ def test_latency_measured_once_per_configuration(tmp_path, monkeypatch):
         ratio_swipe.main(["--model", "vgg", "--dataset", "synthetic", "--device", "cpu", "--uniform",
                           "--subset", "64", "--test_subset", "32", "--epochs", "1", "--batch-size", "32",
                           "--seed", str(seed), "--save", f"{save}_{seed}", "--plots_dir", str(plots),
-                          "--models_dir", str(tmp_path / "models"), *extra])
+                          "--models_dir", str(tmp_path / "models"), "--latency", *extra])
 
     for seed in (0, 1, 2):
         swipe(seed, "uni", "--ratios", "0.125", "0.25")

@@ -145,6 +145,23 @@ def test_last_unit_rule_stops_early_and_leaves_the_layer_at_one_unit():
     assert [g for g in pruner.params[0].detach().tolist()] == [0.0] * 7 + [1.0]
     assert pruner.rows == [[1, 40]]  # nothing recorded (layer 1 never lost a unit): forced row
     assert "last-unit rule" in lines[-1]
+    assert pruner.last_unit_rule and pruner.complete
+
+
+def test_complete_as_soon_as_the_last_step_is_taken():
+    """The authors' pruner says "done" one call after its last step; `complete` says it at once, and
+    finish() then ends the search with the same rows (the descent uses it when that call would fall in
+    the next epoch)."""
+    pruner = TaylorFOPruner(fake_gates(interleaved_grads(VGG_WIDTHS)), prune_every=1, prune_per_step=500)
+    with pytest.raises(ValueError, match="not over"):
+        pruner.finish()
+    results = []
+    while not pruner.complete:
+        results.append(pruner.step())
+    assert pruner.steps_done == pruner.max_steps == 6 and results[-1] == "pruned" and not pruner.finished
+    rows = [list(r) for r in pruner.rows]
+    assert pruner.finish() == "done" and pruner.finished and pruner.rows == rows
+    assert not pruner.last_unit_rule and pruner.step() == "done"
 
 
 def test_ties_go_in_index_order_and_may_prune_more_than_the_step():

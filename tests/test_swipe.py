@@ -2,6 +2,7 @@
 seeds, and every bad input (one line, exit 2, nothing written). Engine pieces in-process."""
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from conftest import REPO, assert_one_line_error, run_script
 from model import MODELS, build_model
 from utils import io, run, swipe
 from utils.params import actual_params, count_macs
+from utils.progress import read_csv
 from utils.train import load_checkpoint
 
 pytestmark = pytest.mark.slow  # scripts run end to end: `make test-fast` leaves them out
@@ -46,8 +48,9 @@ def swipe_cmd(root, ratios=("0.25", "0.5"), epochs=3, seed=0):
 
 def test_kill_resume_seeds_and_outputs(tmp_path):
     """SIGKILL during the second ratio, run again: the first ratio's file is untouched, the second
-    resumes from its checkpoint and ends with the curves of an uninterrupted run (same seed); another
-    seed gives other curves."""
+    resumes from its checkpoint and ends with the curves, and the per-epoch CSV, of an uninterrupted run
+    (same seed), even when the CSV had a row past the checkpoint; another seed gives other curves. A
+    finished run keeps its best-epoch weights only (--keep_checkpoints best, the default)."""
     cmd = swipe_cmd(tmp_path / "a")
     first = tmp_path / "a/plots/vgg/run_25.pk"
     checkpoint = tmp_path / "a/models/vgg/run_50_checkpoint.pt"
@@ -67,6 +70,12 @@ def test_kill_resume_seeds_and_outputs(tmp_path):
     assert 1 <= killed_at < 3
     stat = first.stat()
     before = first.read_bytes()
+    assert (tmp_path / "a/models/vgg/run_25_best_model.pt").exists()
+    assert not (tmp_path / "a/models/vgg/run_25_checkpoint.pt").exists()  # removed once run_25.pk existed
+    # A row written after the checkpoint (a kill between the two): the resumed run must not keep it.
+    second_csv = tmp_path / "a/plots/vgg/run_50.csv"
+    with open(second_csv, "a") as f:
+        f.write(f"{killed_at + 1},0.1,9.0,9.0,9.0,9.0,9.0,9.0\n")
 
     resumed = run_script(*cmd)
     assert "run_25.pk exists, skipped" in resumed.stdout
@@ -89,20 +98,25 @@ def test_kill_resume_seeds_and_outputs(tmp_path):
         assert result["final_test_acc"] == result["test_acc"][-1]
         assert result["best_test_acc"] == max(result["test_acc"])
         assert all(0 <= a <= 100 for a in result["test_acc"] + result["train_acc_dataset"])
-        ckpt = load_checkpoint(tmp_path / f"a/models/vgg/run_{tag}_checkpoint.pt", torch.device("cpu"))
-        assert ckpt["epoch"] == 3 and ckpt["curves"]["test_acc"] == result["test_acc"]
-        arch = ckpt["architecture"]
+        best = load_checkpoint(tmp_path / f"a/models/vgg/run_{tag}_best_model.pt", torch.device("cpu"))
+        arch = best["architecture"]
         assert arch == {"model": "vgg", "widths": widths, "num_classes": 10, "gates": False, "convcut": False,
                         "bn_init": "half"}  # VGG: the authors' explicit 0.5
         build_model(arch["model"], arch["widths"], arch["num_classes"], arch["gates"],
-                    arch["convcut"]).load_state_dict(ckpt["state_dict"])
-        best = load_checkpoint(tmp_path / f"a/models/vgg/run_{tag}_best_model.pt", torch.device("cpu"))
-        assert best["best_prec1"] == result["best_test_acc"] and best["architecture"] == arch
+                    arch["convcut"]).load_state_dict(best["state_dict"])
+        assert best["best_prec1"] == result["best_test_acc"] and best["epoch"] == result["best_epoch"]
+        # The per-epoch CSV holds the result's curves, digit for digit.
+        rows = read_csv(tmp_path / f"a/plots/vgg/run_{tag}.csv")
+        assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+        for key in run.EPOCH_COLUMNS[1:]:
+            assert [float(r[key]) for r in rows] == result[key], key
+    assert sorted(os.listdir(tmp_path / "a/models/vgg")) == ["run_25_best_model.pt", "run_50_best_model.pt"]
 
     # The same seed, uninterrupted and without the 0.25 ratio before it: the same curves.
     run_script(*swipe_cmd(tmp_path / "b", ratios=("0.5",)))
     reference = io.load_result(tmp_path / "b/plots/vgg/run_50.pk")
     assert curves_of(reference) == curves_of(io.load_result(second))
+    assert second_csv.read_bytes() == (tmp_path / "b/plots/vgg/run_50.csv").read_bytes()
 
     # Another seed: other curves (init and batches both change).
     run_script(*swipe_cmd(tmp_path / "c", ratios=("0.25",), epochs=1, seed=1))
@@ -182,7 +196,7 @@ def test_unseeded_runs_draw_store_and_keep_their_seeds(tmp_path, capsys):
     seed. Also: --precision bf16 and --test_order are taken and recorded."""
     import ratio_swipe
     base = [*SYNTH, "--subset", "32", "--test_subset", "24", "--batch-size", "16", "--uniform", "--ratios",
-            "0.0625", "--epochs", "1", *map(str, dirs(tmp_path))]
+            "0.0625", "--epochs", "1", "--keep_checkpoints", "all", *map(str, dirs(tmp_path))]
     seeds = []
     for i in range(5):
         ratio_swipe.main([*base, "--save", f"run_{i}"])
@@ -259,8 +273,26 @@ def test_imagenet_ratio_swipe(tmp_path):
     assert result["widths"] == [int(w * 0.25) for w in MODELS["resnet18"].DEFAULT_WIDTHS]
     assert result["params"] == actual_params(build_model("resnet18", result["widths"], 200))
     assert result["macs"] == count_macs("resnet18", result["widths"], 200, 64)
-    assert (tmp_path / "models/resnet18/tiny_25_checkpoint.pt").exists()
+    assert os.listdir(tmp_path / "models/resnet18") == ["tiny_25_best_model.pt"]
     assert proc.stdout.count(" epoch ") == 2  # one summary line per epoch
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d resnet18 tinyimagenet uniform r=0.25 seed=\d+ \| ratio 1/1 "
+                     r"epoch 2/2 lr 0.1 \| train loss [\d.]+ acc [\d.]+ \| test loss [\d.]+ acc [\d.]+ \([\d.]+ dataset\) "
+                     r"\| best [\d.]+ @\d \| [\d.]+s; elapsed \d:\d\d:\d\d, ETA 0:00:00$", proc.stdout, re.M)
+
+
+def test_keep_checkpoints_all_and_none(tmp_path):
+    """all: the resumable checkpoint stays beside the best-epoch weights; none: neither is left (and the
+    best-epoch file is never written), while the result and its CSV are the same."""
+    for keep in ("all", "none"):
+        run_script("ratio_swipe.py", *SYNTH, "--subset", "32", "--test_subset", "16", "--batch-size", "16",
+                   "--uniform", "--ratios", "0.0625", "--epochs", "2", "--seed", "0", "--keep_checkpoints", keep,
+                   "--save", "run", *dirs(tmp_path / keep))
+    assert sorted(os.listdir(tmp_path / "all/models/vgg")) == ["run_6_best_model.pt", "run_6_checkpoint.pt"]
+    assert os.listdir(tmp_path / "none/models/vgg") == []
+    for name in ("run_6.csv",):
+        assert (tmp_path / "all/plots/vgg" / name).read_bytes() == (tmp_path / "none/plots/vgg" / name).read_bytes()
+    assert curves_of(io.load_result(tmp_path / "all/plots/vgg/run_6.pk")) == \
+        curves_of(io.load_result(tmp_path / "none/plots/vgg/run_6.pk"))
 
 
 def test_tiny_morph_lists_reach_imagenet_ratio_swipe():
@@ -294,8 +326,29 @@ def test_bad_input(tmp_path, case):
     write_record(tmp_path / "rec", "search")
     (tmp_path / "empty").mkdir()
     proc = run_script("ratio_swipe.py", *SYNTH, "--data_dir", tmp_path / "empty", "--ratios", "0.25",
-                      "--epochs", "1", *dirs(tmp_path), *flags, check=False)
+                      "--epochs", "1", "--save", "run", *dirs(tmp_path), *flags, check=False)
     assert_one_line_error(proc)
     assert message in proc.stderr
     assert not (tmp_path / "plots").exists() and not (tmp_path / "models").exists()
     assert os.listdir(tmp_path / "empty") == []
+
+
+def test_ctrl_c_says_the_same_command_resumes(tmp_path):
+    """SIGINT (Ctrl-C) during a run: exit status 130, and the last line says that the same command
+    resumes; it does, from the epoch the checkpoint holds."""
+    from utils.base import RESUMES_EPOCH
+    cmd = swipe_cmd(tmp_path, ratios=("0.25",), epochs=3)
+    checkpoint = tmp_path / "models/vgg/run_25_checkpoint.pt"
+    proc = subprocess.Popen([sys.executable, *map(str, cmd)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for([checkpoint], proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if proc.returncode == 0:
+        pytest.skip("the run finished before the signal arrived")
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == RESUMES_EPOCH
+    assert "resuming from" in run_script(*cmd).stdout

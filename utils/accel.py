@@ -11,6 +11,7 @@ accumulation in fp32; the loss is computed on fp32 logits by the caller. It chan
 feed Taylor-FO (README, faithfulness notes).
 """
 import contextlib
+import os
 
 import torch
 
@@ -50,9 +51,39 @@ def prefers_channels_last(device):
 
 
 def cudnn_autotune(device):
-    """Shapes repeat every batch: let cuDNN time each convolution's kernels once and keep the fastest."""
-    if is_cuda(device):
+    """Shapes repeat every batch: let cuDNN time each convolution's kernels once and keep the fastest.
+    Not under set_deterministic: the fastest kernel may differ between runs."""
+    if is_cuda(device) and not torch.are_deterministic_algorithms_enabled():
         torch.backends.cudnn.benchmark = True
+
+
+def set_deterministic(device, on):
+    """--deterministic: a seed repeats a run bit for bit on CUDA too. cuDNN uses deterministic kernels and
+    no autotuning, every operation with a deterministic variant uses it (one without raises rather than
+    vary), and cuBLAS gets the fixed workspace that makes it deterministic (CUBLAS_WORKSPACE_CONFIG, read
+    when CUDA creates its first cuBLAS handle: call this before any CUDA work). Off: PyTorch's defaults.
+    The CPU needs none of it (its kernels repeat given the same thread count) but takes the same switch."""
+    if not on:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(device, on):
+    """cuDNN autotuning on or off for the block (CUDA only), then as it was: a latency measured as the
+    authors did runs without it, whatever a training run in the same process switched on."""
+    if not is_cuda(device):
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 # Host <-> device ------------------------------------------------------------------------------------
@@ -85,6 +116,16 @@ def empty_cache(device):
     """Hand cached, unused device memory back (between networks of different widths)."""
     if is_cuda(device):
         torch.cuda.empty_cache()
+
+
+def visible_devices():
+    """The CUDA devices this process may use, each as the CUDA_VISIBLE_DEVICES entry that pins a child
+    process to it (an index or a UUID); [] without CUDA."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(count)]
+    return [entry.strip() for entry in listed.split(",") if entry.strip()][:count]
 
 
 # Reporting ------------------------------------------------------------------------------------------

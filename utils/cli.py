@@ -4,12 +4,30 @@ import argparse
 import os
 import sys
 
-from utils.base import UserError, default_device, positive_int, resolve_device
+from utils.base import OUTPUT_DIRS, UserError, check_run_name, default_device, positive_int, resolve_device, seed_value
 
-OUTPUT_DIRS = {"record_dir": "prune_record", "plots_dir": "saved_plots", "models_dir": "saved_models",
-               "figs_dir": "savefigs"}
 OUTPUT_HELP = {"record_dir": "prune records (CSV, .pk)", "plots_dir": "result pickles and training curves",
                "models_dir": "checkpoints", "figs_dir": "figures"}
+
+# --help shows the flags in these groups, in this order. A flag sits in the same group in every script,
+# found by its destination; a flag of no group (the benchmarks' own) stays under "options".
+GROUPS = {
+    "data": ("dataset", "data_dir", "download", "subset", "test_subset", "loader", "test_order", "same_norm",
+             "val_per_class"),
+    "model and method": ("model", "uniform", "morph", "convcut", "method", "prune_fname", "descent_idx", "resume",
+                         "bn_init", "morph_record", "macs_record", "early_idx", "late_idx", "methods", "pretrain",
+                         "late_pretrain", "series_format", "seeds", "uniform_name", "morph_name", "early_name",
+                         "late_name", "li_name", "convcut_name", "macs_name"),
+    "training recipe": ("epochs", "batch_size", "test_batch_size", "lr", "momentum", "weight_decay", "warmup",
+                        "iterations", "prune_every", "prune_per_step", "prune_fraction", "precision",
+                        "scale_schedule"),
+    "budget": ("budget", "ratios", "target_params", "target_macs", "target_latency", "latency_batch",
+               "latency_clock", "round_to", "search_ratio", "ratio", "exact"),
+    "outputs": ("save", "out_dir", "record_dir", "plots_dir", "models_dir", "figs_dir", "keep_checkpoints", "json",
+                "no_figs", "plot", "x"),
+    "run control": ("device", "seed", "overwrite", "deterministic", "latency", "no_latency", "fast_latency"),
+}
+GROUP_OF = {dest: title for title, dests in GROUPS.items() for dest in dests}
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -17,12 +35,17 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if "(default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+        if "(default" in text or "(required" in text or action.default is argparse.SUPPRESS \
+                or not action.option_strings:
             return text
+        if action.required:
+            return f"{text} (required)".strip()
         if action.default is False:
             return f"{text} (default: off)".strip()
         if action.default is None:
             return f"{text} (default: not set)".strip()
+        if isinstance(action.default, (list, tuple)):  # as it would be typed: 0 1 2, not [0, 1, 2]
+            return f"{text} (default: {' '.join(map(str, action.default)) or 'none'})".strip()
         return super()._get_help_string(action)
 
 
@@ -36,13 +59,34 @@ def spellings(names):
     return list(dict.fromkeys(out))
 
 
-class Parser(argparse.ArgumentParser):
-    """The scripts' parser: both flag spellings, one-line errors, and --out_dir under the output folders."""
+def destination(names, kwargs):
+    """The attribute argparse stores a flag under: dest=, or the first long name with - as _."""
+    long = [n for n in names if n.startswith("--")] or list(names)
+    return kwargs.get("dest") or long[0].lstrip("-").replace("-", "_")
 
-    def add_argument(self, *names, **kwargs):
-        if kwargs.get("help") is None and names[0].startswith("-"):  # argparse prints no default without a help
+
+class Parser(argparse.ArgumentParser):
+    """The scripts' parser: both flag spellings, one-line errors, --out_dir under the output folders, the
+    flags in GROUPS, and flags a script accepts but ignores: add_argument(..., ignored=True) hides them
+    from --help and drops them from the parsed namespace, so no code can read them."""
+
+    def add_argument(self, *names, ignored=False, **kwargs):
+        if not names[0].startswith("-"):
+            return super().add_argument(*names, **kwargs)
+        if ignored:
+            kwargs["help"] = argparse.SUPPRESS
+        elif kwargs.get("help") is None:  # argparse prints no default without a help
             kwargs["help"] = names[0].lstrip("-").replace("_", " ").replace("-", " ")
-        return super().add_argument(*spellings(names), **kwargs)
+        groups = getattr(self, "groups", None)  # None while ArgumentParser.__init__ adds --help
+        if groups is None:
+            groups = self.groups = {title: self.add_argument_group(title) for title in GROUPS}
+            self.ignored = set()
+        dest = destination(names, kwargs)
+        container = groups[GROUP_OF[dest]] if dest in GROUP_OF else super()
+        action = container.add_argument(*spellings(names), **kwargs)
+        if ignored:
+            self.ignored.add(action.dest)
+        return action
 
     def error(self, message):
         print(f"error: {message}", file=sys.stderr)
@@ -54,6 +98,9 @@ class Parser(argparse.ArgumentParser):
         for key, name in OUTPUT_DIRS.items():
             if getattr(namespace, key, "") is None:  # not given: under --out_dir, or the authors' folder
                 setattr(namespace, key, os.path.join(out_dir, name) if out_dir else name)
+        for dest in getattr(self, "ignored", ()):
+            if hasattr(namespace, dest):
+                delattr(namespace, dest)
         return namespace, extra
 
 
@@ -62,23 +109,30 @@ def make_parser(description):
 
 
 def add_output_dirs(parser, used=tuple(OUTPUT_DIRS)):
-    """--out_dir and the four output folders; those the script never touches are accepted but hidden."""
+    """--out_dir and the four output folders; those the script never touches are accepted but ignored."""
     parser.add_argument("--out_dir", default=None,
                         help="one folder for every output: the folders below go under it (default: the "
                              "current folder); a folder flag given separately still wins")
     for key, name in OUTPUT_DIRS.items():
-        help_text = f"{OUTPUT_HELP[key]} (default: {name}, or OUT_DIR/{name})" if key in used else argparse.SUPPRESS
-        parser.add_argument("--" + key, default=None, help=help_text)
+        parser.add_argument("--" + key, default=None, help=f"{OUTPUT_HELP[key]} (default: {name}, or OUT_DIR/{name})",
+                            ignored=key not in used)
     return parser
 
 
-def add_common_args(parser, outputs=tuple(OUTPUT_DIRS)):
-    """The flags every script takes: data, device, seed and the output folders (`outputs`: those it uses)."""
-    parser.add_argument("--data_dir", default="./data", help="where the data sets live")
+COMMON = ("data_dir", "download", "device", "seed")
+
+
+def add_common_args(parser, outputs=tuple(OUTPUT_DIRS), inputs=COMMON):
+    """The flags every script takes: data, device, seed and the output folders. `inputs` and `outputs`
+    name those the script uses; it accepts the others (a shell loop may pass them to every script) and
+    ignores them."""
+    parser.add_argument("--data_dir", default="./data", help="where the data sets live",
+                        ignored="data_dir" not in inputs)
     parser.add_argument("--download", choices=("auto", "never"), default="auto",
-                        help="fetch a missing CIFAR/FashionMNIST when the network allows")
-    parser.add_argument("--device", default=default_device(), help="torch device")
-    parser.add_argument("--seed", type=int, default=None,
+                        help="fetch a missing CIFAR/FashionMNIST when the network allows",
+                        ignored="download" not in inputs)
+    parser.add_argument("--device", default=default_device(), help="torch device", ignored="device" not in inputs)
+    parser.add_argument("--seed", type=seed_value, default=None, ignored="seed" not in inputs,
                         help="seeds python, numpy and torch (default: a fresh seed, printed and stored "
                              "with the results; a resumed run keeps its stored seed)")
     return add_output_dirs(parser, outputs)
@@ -89,21 +143,20 @@ def add_training_args(parser, recipe, *, datasets, dataset, model, models=None, 
     """The flags of every training script (searches, swipes, train_norm, fine_tune), defaults from
     utils.train.RECIPES[recipe]. by_dataset: --epochs defaults to None, the script picks the recipe's
     epochs by data set (its help says so). `hidden`: flags accepted for the authors' command lines but
-    ignored here; `help`: {flag: text} for what differs per script."""
+    ignored here (Parser's ignored); `help`: {flag: text} for what differs per script."""
     from model import MODELS
     from utils.data import LOADERS
     from utils.train import RECIPES
     values, texts = RECIPES[recipe], {**TRAINING_HELP, **(help or {})}
 
     def add(flag, **kwargs):
-        text = argparse.SUPPRESS if flag in hidden else texts[flag]
-        parser.add_argument(flag, help=text, **kwargs)
+        parser.add_argument(flag, help=texts[flag], ignored=flag in hidden, **kwargs)
 
     # VGG is the authors' CIFAR-only network: a script for TinyImageNet alone does not offer it.
     tiny_only = set(datasets) == {"tinyimagenet"}
     add("--model", default=model, choices=tuple(models or (m for m in MODELS if not (tiny_only and m == "vgg"))))
     add("--dataset", default=dataset, choices=tuple(datasets))
-    add("--save", default="model")
+    add("--save", default=None)
     add("--epochs", type=positive_int, default=None if by_dataset else values["epochs"])
     add("--batch-size", type=positive_int, default=values["batch_size"])
     add("--lr", type=float, default=values["lr"])
@@ -118,9 +171,10 @@ def add_training_args(parser, recipe, *, datasets, dataset, model, models=None, 
 
 
 TRAINING_HELP = {
-    "--model": "network; the default is the authors' for this script",
-    "--dataset": "data set; the default is the authors' for this script",
-    "--save": "run name: the stem of every output file",
+    "--model": "network (default: %(default)s, the authors' for this script)",
+    "--dataset": "data set (default: %(default)s, the authors' for this script)",
+    "--save": "run name, the stem of every output file (required; the authors' names, which plot_ratio.py "
+              "looks for, are in docs/scripts.md)",
     "--epochs": "training epochs",
     "--batch-size": "training minibatch (images)",
     "--lr": "base learning rate",
@@ -134,14 +188,17 @@ TRAINING_HELP = {
 }
 
 
-def add_budget_arg(parser, default="params", precision=False):
+def add_budget_arg(parser, default="params", precision=False,
+                   default_text="params, or what --target_params/--target_macs/--target_latency names"):
     """--budget and the latency model's settings; precision=True also adds --precision, for a script
-    that does not train (the latency table's precision)."""
+    that does not train (the latency table's precision). default None: the script decides, as
+    `default_text` says."""
     parser.add_argument("--budget", choices=("params", "macs", "latency"), default=default,
                         help="the resource the search and fit scale to: parameters (the paper), MACs per "
                              "image, or latency predicted on --device (utils/latency_model.py; measured once, "
                              "then cached under RECORD_DIR/latency_tables/); beyond the paper, met by "
-                             "bisection within 0.5 %% (2 %% for latency)")
+                             "bisection within 0.5 %% (2 %% for latency)"
+                             + (f" (default: {default_text})" if default is None else ""))
     parser.add_argument("--latency_batch", type=positive_int, default=100,
                         help="images per timed batch of the latency budget and measurement (the paper's 100)")
     parser.add_argument("--latency_clock", choices=("wall", "cpu"), default="wall",
@@ -172,7 +229,8 @@ def latency_cost(args, num_classes, input_size, convcut=False, log=None):
 
 
 def add_precision_args(parser):
-    """--precision and --bn_init: shared by every training script (swipes, train_norm, fine_tune, searches)."""
+    """--precision, --bn_init and --deterministic: shared by every training script (swipes, train_norm,
+    fine_tune, searches)."""
     from model.bn_init import BN_INITS
     from utils.accel import PRECISIONS
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
@@ -181,8 +239,28 @@ def add_precision_args(parser):
                              "fp32)")
     parser.add_argument("--bn_init", choices=BN_INITS, default="uniform",
                         help="BatchNorm weight init of resnet18 and mobilenetv2: uniform U(0, 1), what the "
-                             "authors' PyTorch 1.0.1 did; ones: today's default. VGG always 0.5 (authors')")
+                             "authors' PyTorch 1.0.1 did; ones: PyTorch's since 1.2. VGG always 0.5 (authors')")
+    parser.add_argument("--deterministic", action="store_true",
+                        help="repeat bit for bit on CUDA: deterministic cuDNN and torch algorithms, no cuDNN "
+                             "autotuning (slower; stored in the run's settings). The CPU repeats without it")
     return parser
+
+
+def require_save(save, example):
+    """--save is required. A default name would be one no table looks for: the authors' names carry
+    what no flag holds (which of five repetitions a run is: _0 .. _4), so the user gives the name, and
+    the error shows the authors' for this run (`example`)."""
+    if save is None:
+        raise UserError(f"--save NAME is required: the run's name, the stem of its files (e.g. --save {example})")
+    return check_run_name(save)
+
+
+def authors_name(stem, model, dataset, repetition=True):
+    """An example run name for require_save: `stem` formatted with {model} and the data set's {tag}, as
+    the authors named their runs; `repetition`: one of five repetitions, suffixed _0 .. _4."""
+    from utils.report import DATASET_TAGS
+    name = stem.format(model=model, tag=DATASET_TAGS[dataset])
+    return f"{name}_0, the authors' name for repetition 0 of 0..4" if repetition else name
 
 
 def check_pair(model, dataset, datasets):

@@ -557,6 +557,17 @@ def _load_split(dataset, data_dir, split, download, decode):
     return _tiny_tensors(root, split, paths, labels) if decode else (paths, labels)
 
 
+def _check_count(dataset, split, available, keep):
+    """An empty split would train or test on nothing (a NaN loss); a subset larger than the split would
+    be stored as asked while fewer images were used. Both are refused, naming the split."""
+    if available == 0:
+        raise UserError(f"the {dataset} {split} split holds no images: check the data set's files")
+    flag = "--subset" if split == "train" else "--test_subset"
+    if keep is not None and keep > available:
+        raise UserError(f"{flag} {keep} is more than the {available:,} {split} images of {dataset}; give at "
+                        f"most {available}, or leave {flag} out to use them all")
+
+
 def get_loaders(dataset, data_dir, *, recipe, batch_size, test_batch_size=None, device, loader="fast",
                 subset=None, test_subset=None, seed=0, download="auto", same_norm=False, need_test=True,
                 workers=None, test_order="shuffled"):
@@ -584,6 +595,7 @@ def get_loaders(dataset, data_dir, *, recipe, batch_size, test_batch_size=None, 
     loaders = []
     for split, keep, size, aug in splits:
         images, labels = _load_split(dataset, data_dir, split, download, decode=loader == "fast")
+        _check_count(dataset, split, len(labels), keep)
         images, labels = images[:keep], labels[:keep]
         bad = labels[(labels < 0) | (labels >= NUM_CLASSES[dataset])]
         if len(bad):

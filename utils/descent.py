@@ -4,7 +4,8 @@ Iteration k, as the authors' script runs it: build the gated network (k = 0: the
 by --search_ratio; k >= 1: the widths whose parameter count matches that budget under iteration k-1's
 power law), train it from scratch with the search LR rule, prune it with Taylor-FO from the end of the
 warm-up until the pruner is done, write the record `<save>_<k>.csv`, fit (alpha, beta) and write
-`<save>_param<k>.pk`. After the last iteration, `<save>.pk` = {"param": [[alpha, beta], ...]}.
+`<save>_param<k>.pk`. After the last iteration, `<save>.pk` = {"param": [[alpha, beta], ...]}. Each
+iteration also writes `<save>_epochs<k>.csv`, one row per epoch as it goes (utils/progress.py).
 
 --budget macs: the same search for a budget in MACs per image. Every iteration's network matches the
 MACs of the default network scaled by --search_ratio, and tau in the fit is each recorded row's MACs;
@@ -25,12 +26,14 @@ import os
 import numpy as np
 
 from model import build_model, gates_of, get_spec
-from utils import accel, data, io, train
-from utils.base import (UserError, check_positive, check_run_name, log, positive_int, resolve_device,
+from utils import accel, data, io, lock, train
+from utils.base import (UserError, check_positive, check_seed, check_sgd, log, positive_int, resolve_device,
                         writable_dir)
-from utils.cli import add_budget_arg, add_training_args, check_pair, latency_cost, make_parser
+from utils.cli import (add_budget_arg, add_training_args, authors_name, check_pair, latency_cost, make_parser,
+                       require_save)
 from utils.fit import MIN_ROWS, fit_power_law
 from utils.params import count_macs, count_params
+from utils.progress import Clock, EpochCSV, timestamp
 from utils.prune import TaylorFOPruner
 from utils.scaling import input_size
 from utils.train import RECIPES
@@ -38,13 +41,15 @@ from utils.train import RECIPES
 DEFAULT_ITERATIONS, MORPH_ITERATIONS = 15, 1
 DEFAULT_FRACTION, MORPH_FRACTION = 0.95, 0.5
 EPOCH_STRIDE = 1_000_000  # iteration k trains on data epochs k * EPOCH_STRIDE + e
+# The per-epoch CSV of a search iteration, <record_dir>/<save>_epochs<k>.csv.
+SEARCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "units_left", "prune_steps")
 
 
 def add_search_args(parser, recipe, *, datasets, model, dataset):
     """The search flags (the authors' spellings; defaults from utils.train.RECIPES[recipe])."""
     values = RECIPES[recipe]
     add_training_args(parser, recipe, datasets=datasets, dataset=dataset, model=model, outputs=("record_dir",),
-                      help={"--save": "run name: <record_dir>/<save>_<k>.csv, <save>.pk",
+                      help={"--save": "run name: <record_dir>/<save>_<k>.csv, <save>.pk (required)",
                             "--epochs": "most epochs per iteration (an iteration ends when pruning is done)",
                             "--lr": "base LR of the search rule (the authors reset it to 0.1 every iteration)",
                             "--overwrite": "recompute the iterations of this --save written under other "
@@ -62,11 +67,11 @@ def add_search_args(parser, recipe, *, datasets, model, dataset):
     parser.add_argument("--prune_fraction", type=float, default=None,
                         help=f"fraction of units to prune (default {DEFAULT_FRACTION}; {MORPH_FRACTION} with --morph)")
     parser.add_argument("--search_ratio", type=float, default=1.0,
-                        help="budget of every iteration's network = the default network's scaled by this "
+                        help="budget of every iteration's network: the full-width network's scaled by this "
                              "(1.0 = the authors'; lower it for cheap CPU demos)")
     parser.add_argument("--exact", action="store_true",
                         help="tau search and fit count the built network's parameters (opt-in correction; "
-                             "default: the authors' formula)")
+                             "off: the authors' formula)")
     add_budget_arg(parser)
     return parser
 
@@ -120,13 +125,14 @@ def _settings(args):
                         ("--prune_per_step", args.prune_per_step)):
         if value < 1:
             raise UserError(f"{flag} must be at least 1, got {value}")
-    if args.warmup < 0 or (args.seed is not None and args.seed < 0):
-        raise UserError("--warmup and --seed must be non-negative")
+    if args.warmup < 0:
+        raise UserError(f"--warmup must be non-negative, got {args.warmup}")
     if not 0 < args.prune_fraction < 1:
         raise UserError(f"--prune_fraction must be between 0 and 1, got {args.prune_fraction}")
     check_positive("--search_ratio", args.search_ratio)
-    check_positive("--lr", args.lr)
-    check_run_name(args.save)
+    check_sgd(args.lr, args.momentum, args.weight_decay)
+    require_save(args.save, authors_name("{model}_morph_{tag}" if args.morph else "{model}_10_eff_{tag}",
+                                         args.model, args.dataset, repetition=False))
     return args
 
 
@@ -141,15 +147,20 @@ def search_settings(args):
     settings = {k: getattr(args, k) for k in SEARCH_SETTINGS}
     if args.budget == "latency":  # the law's tau is in ms of this latency model
         settings.update(latency_batch=args.latency_batch, latency_clock=args.latency_clock)
+    if args.deterministic:  # only when on, so records written before the flag existed still match
+        settings["deterministic"] = True
     return settings
 
 
 def _other_settings(path, data, args):
-    """None when the fit at `path` was written under these settings (or stores none: written before
-    settings were stored), else the UserError that refuses it."""
+    """None when the fit at `path` was written under these settings, else the UserError that refuses
+    it. A fit that stores no settings (the authors' records, or ours before they were stored) cannot be
+    shown to be this search's, so it is refused too."""
     stored = data.get("settings") if isinstance(data, dict) else None
     if not isinstance(stored, dict):
-        return None
+        return UserError(f"{path} is a search record whose settings are unknown (it stores none: the "
+                         f"authors' published records, or ours before records stored them); use another "
+                         f"--save, or --overwrite to recompute it")
     wanted = search_settings(args)
     keys = [k for k in wanted if not (k == "seed" and wanted[k] is None) and stored.get(k) != wanted[k]]
     if not keys:
@@ -166,7 +177,7 @@ def _load_iteration(args, k, num_layers, log):
     if not (os.path.exists(csv_path) and os.path.exists(pk_path)):
         return None
     io.read_prune_csv(csv_path, num_layers)  # refuse a record of another model
-    fit = io.load_pickle(pk_path)
+    fit = io.load_dict(pk_path, "a per-iteration fit ({'train_alpha', 'train_beta'})")
     try:
         io.check_budget(fit, pk_path, args.budget)
         refusal = _other_settings(pk_path, fit, args)
@@ -182,8 +193,8 @@ def _load_iteration(args, k, num_layers, log):
     except (KeyError, TypeError, ValueError) as err:
         raise UserError(f"{pk_path}: not a per-iteration fit ({{'train_alpha', 'train_beta'}}): {err}") from None
     if alpha.shape != (num_layers,) or beta.shape != (num_layers,):
-        raise UserError(f"{pk_path}: holds {alpha.size} layers, {args.model} has {num_layers}; "
-                        f"it belongs to another search (choose another --save)")
+        raise UserError(f"{pk_path}: holds {alpha.size} layers, {args.model} has {num_layers}; it belongs to "
+                        f"another search (choose another --save){io.other_model(alpha.size)}")
     io.check_fit(alpha, beta, pk_path)
     log(f"iteration {k}: resumed from {csv_path} and {pk_path}")
     return alpha, beta
@@ -195,7 +206,7 @@ def _stored_seeds(args):
     while os.path.exists(path := param_pk_path(args.record_dir, args.save, k)):
         fit = io.load_pickle(path)
         if isinstance(fit, dict) and fit.get("seed") is not None:
-            found[path] = int(fit["seed"])
+            found[path] = check_seed(fit["seed"], path)
         k += 1
     return found
 
@@ -210,8 +221,36 @@ def _search_widths(args, k, num_classes, previous, cost=None):
                                 method="neuralscale", cost=cost)
 
 
-def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log, cost=None):
-    """Train and prune one network; the pruner's recorded rows. UserError when pruning does not finish."""
+def epochs_csv_path(record_dir, save, iteration):
+    """The per-epoch CSV of search iteration k, beside its fit <save>_param<k>.pk (utils.progress)."""
+    return os.path.join(record_dir, f"{save}_epochs{iteration}.csv")
+
+
+def planned_epochs(args, pruner, batches):
+    """The epochs an iteration runs when it takes every allowed prune step: the warm-up, then the first
+    window of prune_every + 1 minibatches, prune_every per later step and the call that reports done
+    (the last-unit rule can end it sooner); at most --epochs."""
+    return min(args.epochs, args.warmup + -(-(pruner.max_steps * args.prune_every + 2) // batches))
+
+
+class _SearchClock(Clock):
+    """The search's clock, in epochs: the iterations not yet started count at the first one's estimate."""
+
+    def __init__(self, iterations):
+        super().__init__(0)
+        self.iterations, self.estimate = iterations, None
+
+    def begin(self, planned):
+        if self.estimate is None:
+            self.estimate = planned
+            self.add(planned * self.iterations)
+        else:
+            self.add(planned - self.estimate)
+
+
+def _new_pruner(args, k, widths, num_classes, device, log, cost=None):
+    """The gated network of iteration k, its optimizer and its pruner (seeded from (--seed, k)); `cost`:
+    the latency model of --budget latency, for the log line."""
     train.set_seed(iteration_seed(args.seed, k))
     model = train.prepare_model(build_model(args.model, widths, num_classes, gates=True, bn_init=args.bn_init),
                                 device)
@@ -221,14 +260,43 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log, 
     macs = count_macs(args.model, widths, num_classes, input_size(num_classes))
     latency = "" if cost is None else f"{cost(widths):.2f} ms predicted, "
     log(f"iteration {k}: widths {widths} ({count_params(args.model, widths, num_classes):,} formula params, "
-        f"{macs:,} MACs, {latency}"
-        f"{pruner.total} units; pruning to {pruner.total - pruner.max_prunable} in at most "
+        f"{macs:,} MACs, {latency}{pruner.total} units; pruning to {pruner.total - pruner.max_prunable} in at most "
         f"{pruner.max_steps} steps)")
+    return model, optimizer, pruner
+
+
+def _epoch_line(args, k, epoch, lr, stats, pruner, clock):
+    return (f"{timestamp()} iteration {k} epoch {epoch}: lr {lr:.4g} loss {stats['loss']:.4f} acc "
+            f"{stats['acc']:.2f} units left {pruner.total - pruner.pruned}/{pruner.total} | prune step "
+            f"{pruner.steps_done}/{pruner.max_steps}, iteration {k + 1}/{args.iterations}; {clock.summary()}")
+
+
+def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log, clock, cost=None):
+    """Train and prune one network; the pruner's recorded rows. UserError when pruning does not finish,
+    and then the iteration leaves no file. `clock`: the search's _SearchClock; `cost`: see _new_pruner."""
+    model, optimizer, pruner = _new_pruner(args, k, widths, num_classes, device, log, cost)
+    planned = planned_epochs(args, pruner, len(loader))
+    clock.begin(planned)
+    epoch_csv = EpochCSV(epochs_csv_path(args.record_dir, args.save, k), SEARCH_COLUMNS)
+    epoch_csv.restart()  # an interrupted iteration starts over, and so does its CSV
+    try:
+        epoch = _prune_epochs(args, k, (model, optimizer, pruner), _IterationEpochs(loader, k), device, schedule,
+                              log, clock, epoch_csv)
+    except UserError:
+        if os.path.exists(epoch_csv.path):
+            os.unlink(epoch_csv.path)
+        raise
+    clock.skip(planned - epoch)
+    return _stop(pruner, k, epoch, log)
+
+
+def _prune_epochs(args, k, network, epochs, device, schedule, log, clock, epoch_csv):
+    """Train with the search LR rule, pruning after the warm-up; the epoch at which pruning was complete."""
+    model, optimizer, pruner = network
 
     def after_step(_loss):
         return "stop" if pruner.step() == "done" else None
 
-    epochs = _IterationEpochs(loader, k)
     for epoch in range(1, args.epochs + 1):
         lr = train.lr_for_epoch(schedule, epoch, args.lr, args.warmup)
         train.set_lr(optimizer, lr)
@@ -238,14 +306,27 @@ def _run_iteration(args, k, widths, num_classes, loader, device, schedule, log, 
         if not np.isfinite(stats["loss"]):  # NaN criteria would prune nothing and record garbage
             raise UserError(f"iteration {k}: the training loss became {stats['loss']} at epoch {epoch} "
                             f"(lr {lr:g}); lower --lr")
-        log(f"iteration {k} epoch {epoch}: lr {lr:.4g} loss {stats['loss']:.4f} acc {stats['acc']:.2f} "
-            f"units left {pruner.total - pruner.pruned}/{pruner.total}")
-        if pruner.finished:
-            return pruner.rows
+        epoch_csv.append({"epoch": epoch, "lr": float(lr), "train_loss": float(stats["loss"]),
+                          "train_acc": float(stats["acc"]), "units_left": pruner.total - pruner.pruned,
+                          "prune_steps": pruner.steps_done})
+        clock.advance(1)
+        log(_epoch_line(args, k, epoch, lr, stats, pruner, clock))
+        if pruner.complete:
+            return epoch
     raise UserError(
-        f"iteration {k}: pruning did not finish within --epochs {args.epochs} ({pruner.steps_done} of "
-        f"{pruner.max_steps} steps done); raise --epochs, or prune faster with a smaller --prune_every "
-        f"or a larger --prune_per_step")
+        f"iteration {k}: pruning did not finish within --epochs {args.epochs}: {pruner.steps_done} of at most "
+        f"{pruner.max_steps} prune steps taken, {pruner.total - pruner.pruned} of {pruner.total} units left (it "
+        f"prunes to {pruner.total - pruner.max_prunable}); raise --epochs, or prune faster with a smaller "
+        f"--prune_every or a larger --prune_per_step")
+
+
+def _stop(pruner, k, epoch, log):
+    """Say how the pruning of iteration k ended; its recorded rows."""
+    pruner.finish()
+    why = "the last-unit rule ended it" if pruner.last_unit_rule else "every step taken"
+    log(f"iteration {k}: pruning done at epoch {epoch} after {pruner.steps_done} of {pruner.max_steps} steps "
+        f"({why}), {pruner.total - pruner.pruned} of {pruner.total} units left")
+    return pruner.rows
 
 
 def _same_fits(record, fits, num_layers, settings, budget):
@@ -263,25 +344,26 @@ def _same_fits(record, fits, num_layers, settings, budget):
 
 
 def run_search(args, *, datasets, schedule, log=log):
-    """The whole search; `log` prints one line."""
+    """The whole search; `log` prints one line. It holds the lock <record_dir>/.<save>.lock from the first
+    read of its files to the last write: a second live search of the same name is refused."""
     args = _settings(args)
     check_pair(args.model, args.dataset, datasets)
     device = resolve_device(args.device)
     writable_dir(args.record_dir, create=False)  # created once the data has loaded
+    with lock.hold(lock.lock_file(args.record_dir, args.save), f"search {args.save}"):
+        return _search(args, device, schedule, log)
+
+
+def _search(args, device, schedule, log):
     num_classes = data.NUM_CLASSES[args.dataset]
     num_layers = len(get_spec(args.model).DEFAULT_WIDTHS)
-
     record = io.record_pk_path(args.record_dir, args.save)
     if os.path.exists(record) and not args.overwrite:
-        try:
-            refusal = _other_settings(record, io.load_pickle(record), args)
-        except UserError:
-            refusal = None  # an unreadable record is rewritten at the end, as before
-        if refusal is not None:
-            raise refusal
+        _check_record(record, args)
     if args.seed is None:  # a resumed search keeps the seed its finished iterations stored
         args = argparse.Namespace(**{**vars(args), "seed": train.choose_seed(None, _stored_seeds(args), log)})
     accel.set_precision(device, args.precision)
+    accel.set_deterministic(device, args.deterministic)
     fits, k = [], 0
     while k < args.iterations:
         fit = _load_iteration(args, k, num_layers, log)
@@ -296,9 +378,10 @@ def run_search(args, *, datasets, schedule, log=log):
                                      download=args.download, same_norm=args.same_norm, need_test=False)
     writable_dir(args.record_dir)
     cost = latency_cost(args, num_classes, input_size(num_classes), log=log) if k < args.iterations else None
+    clock = _SearchClock(args.iterations - k)
     for k in range(k, args.iterations):
         widths = _search_widths(args, k, num_classes, fits[-1] if fits else None, cost)
-        rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log, cost)
+        rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log, clock, cost)
         alpha, beta = fit_power_law(rows, args.model, num_classes, exact=args.exact, budget=args.budget,
                                     cost=cost)
         io.write_prune_csv(io.record_csv_path(args.record_dir, args.save, k), rows)
@@ -311,6 +394,17 @@ def run_search(args, *, datasets, schedule, log=log):
 
     _finish(args, record, fits, num_layers, log)
     return fits
+
+
+def _check_record(path, args):
+    """The search record this search would rewrite must be its own: written under these settings. One
+    that is unreadable or stores no settings (the authors' published records) is refused too."""
+    try:
+        refusal = _other_settings(path, io.load_dict(path, "a search record"), args)
+    except UserError as err:
+        raise UserError(f"{err}; use another --save, or --overwrite to replace it") from None
+    if refusal is not None:
+        raise refusal
 
 
 def _finish(args, record, fits, num_layers, log):

@@ -23,7 +23,7 @@ import numbers
 
 import numpy as np
 
-from utils.base import MAX_WIDTH, UserError
+from utils.base import MAX_WIDTH, UserError, check_seed
 
 # numpy 2 renamed numpy.core to numpy._core. numpy 1.26.1 added a partial numpy._core shim (multiarray,
 # no numeric), so the fallback goes by ImportError, not by version.
@@ -77,6 +77,15 @@ def load_pickle(path):
                         f"accepted): {err}") from None
     except OSError as err:
         raise UserError(f"{path}: cannot read: {err.strerror or err}") from None
+
+
+def load_dict(path, what):
+    """load_pickle of a file that must hold a dict (a search record, a per-iteration fit); anything
+    else (a bare array, a list) is a UserError naming `what` the file should be."""
+    data = load_pickle(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not {what} (a dict), got a {type(data).__name__}")
+    return data
 
 
 @contextlib.contextmanager
@@ -141,6 +150,61 @@ def save_pickle(obj, path):
         pickle.dump(obj, f, protocol=PICKLE_PROTOCOL)
 
 
+def save_files(contents):
+    """Write several files as one: {path: bytes} all go to temporary files first (written and synced),
+    and only once every one is complete are they renamed into place, so a failure (a full disk, a
+    folder that cannot be written) leaves every old file as it was and no temporary file behind."""
+    for path in contents:
+        if os.path.isdir(path):  # found now, not when half the files are renamed
+            raise UserError(f"cannot write {path}: it is a folder")
+    with contextlib.ExitStack() as stack:
+        pending = []
+        for path, data in contents.items():
+            f = stack.enter_context(_temporary(path))
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            pending.append((f.name, path))
+        for tmp, path in pending:
+            os.chmod(tmp, 0o666 & ~_umask())
+        for tmp, path in pending:
+            try:
+                os.replace(tmp, path)
+            except OSError as err:
+                raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+
+
+@contextlib.contextmanager
+def _temporary(path):
+    """An open temporary file beside `path`, removed on the way out unless it was renamed."""
+    folder = os.path.dirname(path) or "."
+    try:
+        os.makedirs(folder, exist_ok=True)
+        _remove_stale_tmps(folder, os.path.basename(path))
+        f = tempfile.NamedTemporaryFile(dir=folder, prefix=f".{os.path.basename(path)}.{os.getpid()}.",
+                                        suffix=".tmp", delete=False)
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+    try:
+        with f:
+            try:
+                yield f
+            except OSError as err:
+                raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(f.name)  # already renamed into place: nothing to remove
+
+
+def pickle_bytes(obj):
+    return pickle.dumps(obj, protocol=PICKLE_PROTOCOL)
+
+
+def pickle_value(data):
+    """The value pickled in `data` (bytes), through the same restricted unpickler as load_pickle."""
+    return NumpyOnlyUnpickler(io.BytesIO(data)).load()
+
+
 def save_torch(obj, path):
     """torch.save through the same atomic path (checkpoints)."""
     import torch
@@ -176,9 +240,36 @@ def read_prune_csv(path, num_layers=None):
         raise UserError(f"{path}: not a prune record (comma-separated integers): {err}") from None
     if not rows:
         raise UserError(f"{path}: the prune record is empty (the search never finished pruning)")
-    if len({len(r) for r in rows}) != 1 or (num_layers and len(rows[0]) != num_layers):
-        raise UserError(f"{path}: rows must all have {num_layers or 'the same number of'} columns")
+    if len({len(r) for r in rows}) != 1:
+        raise UserError(f"{path}: rows must all have the same number of columns")
+    if num_layers and len(rows[0]) != num_layers:
+        raise UserError(f"{path}: rows of {len(rows[0])} widths, not the {num_layers} of this --model"
+                        f"{other_model(len(rows[0]))}")
     return np.array(rows, dtype=np.int64)
+
+
+def twin_records(record_dir, save, k, num_layers=None):
+    """The CSVs of iterations k - 1 and k + 1 that hold exactly iteration k's rows: a copied record,
+    whose re-fit is its twin's fit (the authors' vgg_10_eff_c10_0.csv is a copy of _1.csv)."""
+    rows = read_prune_csv(record_csv_path(record_dir, save, k), num_layers)
+    twins = []
+    for j in (k - 1, k + 1):
+        path = record_csv_path(record_dir, save, j)
+        if j < 0 or not os.path.exists(path):
+            continue
+        try:
+            other = read_prune_csv(path, num_layers)
+        except UserError:
+            continue
+        if other.shape == rows.shape and np.array_equal(other, rows):
+            twins.append(path)
+    return twins
+
+
+def twin_note(path, twin):
+    return (f"note: {path} and {twin} hold the same rows, so both iterations re-fit to the same power law "
+            f"(the authors' published vgg_10_eff_c10 has this defect: its iteration-0 record is a copy of "
+            f"iteration 1's, so the fit they stored for iteration 0 cannot be re-fitted from it)")
 
 
 def morph_widths(name, record_dir, model, dataset, table, num_layers):
@@ -236,7 +327,7 @@ def resolve_record(record_dir, prune_fname):
 def load_fits(path, num_layers=None, budget=None):
     """The list of (alpha, beta) float64 arrays of a search record; with `budget`, the record must
     have been fitted on that resource."""
-    data = load_pickle(path)
+    data = load_dict(path, "a search record ({'param': [[alpha, beta], ...]})")
     check_budget(data, path, budget)
     try:
         fits = [(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
@@ -246,11 +337,21 @@ def load_fits(path, num_layers=None, budget=None):
     if not fits:
         raise UserError(f"{path}: the search record holds no iterations")
     for k, (alpha, beta) in enumerate(fits):
-        if alpha.shape != beta.shape or alpha.ndim != 1 or (num_layers and alpha.size != num_layers):
-            raise UserError(f"{path}: alpha/beta must be vectors of {num_layers or 'equal'} length, "
-                            f"got {alpha.shape} and {beta.shape}")
+        if alpha.shape != beta.shape or alpha.ndim != 1:
+            raise UserError(f"{path}: alpha/beta must be vectors of equal length, got {alpha.shape} and {beta.shape}")
+        if num_layers and alpha.size != num_layers:
+            raise UserError(f"{path}: a fit of {alpha.size} layers, not the {num_layers} of this --model"
+                            f"{other_model(alpha.size)}")
         check_fit(alpha, beta, f"{path}, iteration {k}")
     return fits
+
+
+def other_model(num_layers):
+    """'; it is a <model> record: pass --model <model>' when `num_layers` is another network's layer
+    count (VGG11 8, ResNet18 17, MobileNetV2 19), else ''."""
+    from model import MODELS
+    names = [name for name, spec in MODELS.items() if len(spec.DEFAULT_WIDTHS) == num_layers]
+    return f"; it is a {names[0]} record: pass --model {names[0]}" if len(names) == 1 else ""
 
 
 def check_fit(alpha, beta, where):
@@ -309,6 +410,17 @@ def save_result(path, result):
     save_pickle(result, path)
 
 
+# No measurement reaches this: 1e9 ms (11.6 days) per batch of 100, with 100 passes per measurement.
+MAX_LATENCY_MS = 1e9
+
+
+def is_latency(value):
+    """A usable latency: a real number of milliseconds above 0 and below MAX_LATENCY_MS (not a bool,
+    NaN, inf, -5 or 1e300)."""
+    return (not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
+            and 0 < value < MAX_LATENCY_MS)
+
+
 def load_result(path, ratio=None):
     """A result pickle, checked: the authors' keys, numeric curves, a numeric or absent latency_ms and,
     when `ratio` is given, the ratio stored in it (file names truncate: 0.29 and 0.285 are both _28)."""
@@ -322,9 +434,16 @@ def load_result(path, ratio=None):
             curve = None
         if curve is None or curve.ndim != 1:
             raise UserError(f"{path}: {key} must be a list of numbers, one per epoch")
-    latency = data.get("latency_ms")
-    if latency is not None and (isinstance(latency, bool) or not isinstance(latency, numbers.Real)):
-        raise UserError(f"{path}: latency_ms must be a number or None, got {latency!r}")
+    for key in ("latency_ms", "latency_ms_physical"):
+        if data.get(key) is not None and not is_latency(data[key]):
+            raise UserError(f"{path}: {key} must be a number of milliseconds above 0 and below "
+                            f"{MAX_LATENCY_MS:g}, or None, got {data[key]!r}")
+    if data.get("seed") is not None:
+        check_seed(data["seed"], path)
+    widths = data.get("widths")
+    if widths is not None and not (isinstance(widths, (list, tuple)) and widths and all(
+            isinstance(w, numbers.Integral) and not isinstance(w, bool) and 0 < w <= MAX_WIDTH for w in widths)):
+        raise UserError(f"{path}: widths must be a list of whole numbers from 1 to {MAX_WIDTH}, got {widths!r}")
     stored = data["ratio"]  # None: an absolute budget (--target_params / --target_macs)
     if stored is not None and (isinstance(stored, bool) or not isinstance(stored, numbers.Real)):
         raise UserError(f"{path}: ratio must be a number, got {stored!r}")

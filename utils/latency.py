@@ -4,6 +4,11 @@ The authors timed with time.time() between unsynchronised CUDA launches, which m
 rather than GPU time; here the clock starts after the warm-up's work has finished and stops after the
 timed passes' work has finished (the synchronisation function waits for the device; a no-op on the
 CPU). Returns ms per batch.
+
+What is timed is the authors' network as they timed it (network_latency): built fresh from its widths
+in plot_ratio.py, in contiguous NCHW, without cuDNN autotuning, VGG11 with its 8 gates (their VGG always
+had them in its forward pass; ResNet18 and MobileNetV2 were built without). fast=True is the opt-in
+fast layout (channels_last on CUDA and cuDNN autotuning, as training runs), kept apart in the cache.
 """
 import contextlib
 import hashlib
@@ -69,36 +74,67 @@ def device_name(device):
 
 
 def latency_key(architecture, device, image_size, *, batch=BATCH, warmup=WARMUP, timed=TIMED, precision="fp32",
-                layout="contiguous"):
+                layout="contiguous", cudnn_benchmark=False):
     """What a latency depends on: the network (model.architecture(): model, widths, classes, gates,
-    convcut), the input and its memory layout, the protocol, the precision, the device and host, the
-    thread count and torch."""
+    convcut), the input and its memory layout, cuDNN autotuning, the protocol, the precision, the
+    device and host, the thread count and torch."""
     key = {"architecture": architecture, "input_size": int(image_size), "batch": batch, "warmup": warmup,
-           "timed": timed, "precision": precision, "layout": layout, "device": str(device),
+           "timed": timed, "precision": precision, "layout": layout, "cudnn_benchmark": bool(cudnn_benchmark),
+           "device": str(device),
            "device_name": device_name(device),
            "host": platform.node(), "threads": torch.get_num_threads(), "torch": torch.__version__}
     return json.loads(json.dumps(key))  # the form it has after a round trip through the file
 
 
-def cached_latency(cache_dir, model, device, image_size, clock="wall", **protocol):
+def cached_latency(cache_dir, model, device, image_size, clock="wall", cudnn_benchmark=False, **protocol):
     """measure_latency(model, ...) once per key: <cache_dir>/<hash of the key>.json holds the key and
     the milliseconds (one file per configuration: concurrent runs never rewrite each other's). `clock`
-    names one of CLOCKS; a clock other than the wall clock is part of the key."""
+    names one of CLOCKS; a clock other than the wall clock is part of the key. A cached value that is
+    not a positive, finite number (a NaN, -5, true, a hand-edited file) is a miss: the latency is
+    measured again and the entry rewritten."""
     from model import architecture
     from utils import io
     from utils.base import UserError
     layout = "channels_last" if input_format(model) == torch.channels_last else "contiguous"
-    key = latency_key(architecture(model), device, image_size, layout=layout, **protocol)
+    key = latency_key(architecture(model), device, image_size, layout=layout, cudnn_benchmark=cudnn_benchmark,
+                      **protocol)
     key.update({} if clock == "wall" else {"clock": clock})
     text = json.dumps(key, sort_keys=True)
     path = os.path.join(cache_dir, hashlib.sha256(text.encode()).hexdigest()[:20] + ".json")
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         with open(path) as f:
             entry = json.load(f)
-        if entry["key"] == key:
+        if entry["key"] == key and io.is_latency(entry["latency_ms"]):
             return float(entry["latency_ms"])
     ms = measure_latency(model, device, image_size, clock=CLOCKS[clock], **protocol)
+    if not io.is_latency(ms):
+        raise UserError(f"the latency measurement on {device} gave {ms!r} ms; the clock cannot time this "
+                        f"network")
     with contextlib.suppress(UserError, OSError):  # a read-only results folder: measure, keep nothing
         with io.atomic_write(path, "w") as f:
             json.dump({"key": key, "latency_ms": ms}, f, sort_keys=True, indent=1)
+    return ms
+
+
+def latency_network(model_name, widths, num_classes, convcut=False, gates=None):
+    """The network the authors timed for these widths: built fresh, with gates only in VGG11 (whose
+    gates always existed; ResNet18 and MobileNetV2 were timed without). gates=True/False overrides."""
+    from model import build_model
+    gates = model_name == "vgg" if gates is None else gates
+    return build_model(model_name, widths, num_classes, gates=gates, convcut=convcut)
+
+
+def network_latency(model_name, widths, num_classes, device, image_size, cache_dir, *, convcut=False,
+                    fast=False, gates=None, **protocol):
+    """ms per batch of 100 of the network `widths` build, on `device`, measured once per configuration
+    (cached_latency): as the authors measured (contiguous NCHW, no cuDNN autotuning), or with fast=True
+    in the layout training uses (utils.train.prepare_model: channels_last on CUDA, cuDNN autotuning).
+    `protocol`: cached_latency's batch, precision and clock, for a latency budget's own protocol."""
+    from utils.train import prepare_model
+    with accel.cudnn_benchmark(device, fast):
+        net = latency_network(model_name, widths, num_classes, convcut, gates)
+        net = prepare_model(net, device) if fast else net.to(device)
+        ms = cached_latency(cache_dir, net, device, image_size, cudnn_benchmark=fast, **protocol)
+    del net
+    accel.empty_cache(device)
     return ms

@@ -49,12 +49,25 @@ def _acquire(path, what):
         os.close(fd)  # the holder before us removed the file after we opened it: lock the new one
 
 
+def lock_file(folder, stem):
+    """The lock of the run or search named `stem` in `folder`: a hidden file, which a killed holder
+    leaves behind harmlessly (the kernel has dropped its lock)."""
+    return os.path.join(folder, f".{stem}.lock")
+
+
 @contextlib.contextmanager
 def hold(path, what):
     """Hold the lock `path` for the block; refuse with one line when a live process holds it. `what`
-    names the locked thing in that line ("run vgg_uni_c100_0_25", "output folder runs/")."""
+    names the locked thing in that line ("run vgg_uni_c100_0_25", "output folder runs/"). Folders
+    created for the lock file are removed again when the run left them empty (a refused run leaves
+    nothing behind)."""
+    created = _missing_folders(os.path.dirname(os.path.abspath(path)))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd = _acquire(path, what)
+    try:
+        fd = _acquire(path, what)
+    except UserError:
+        _remove_empty(created)
+        raise
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:300]}
@@ -65,3 +78,34 @@ def hold(path, what):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # while still locked: a waiting opener sees the path gone and retries
         os.close(fd)
+        _remove_empty(created)
+
+
+def _missing_folders(folder):
+    """The folders makedirs(folder) would create, deepest first."""
+    missing = []
+    while not os.path.exists(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    return missing
+
+
+def _remove_empty(folders):
+    for folder in folders:  # deepest first; one still in use (not empty) stays
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+
+def holder(path):
+    """Who holds the lock `path` (PID, host, start, command), or None when no live process does."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder(path)
+    finally:
+        os.close(fd)  # closing drops a shared lock we may have taken
+    return None

@@ -12,7 +12,8 @@ The authors' rules, step for step:
 * the last-unit rule: visiting a candidate of a layer that has exactly one active unit ends the whole
   search at once (changes made so far in that step are kept but not recorded);
 * a row of surviving units per layer is recorded after each successful step, but only once every layer
-  has lost a unit; the first call after the maximum number of steps reports "done".
+  has lost a unit; the first call after the maximum number of steps reports "done" (so a search whose
+  last step falls on an epoch's last minibatch learns it only then: `complete` says so at once).
 
 Everything stays on the model's device: an ordinary minibatch costs one fused add and no host
 synchronisation; only prune steps read values back.
@@ -54,6 +55,7 @@ class TaylorFOPruner:
         self.begin_prune = [False] * len(self.params)
         self.rows = []
         self.finished = False
+        self.last_unit_rule = False  # the search ended because a layer was down to one unit
         self.last_criterion = None  # (N,) CPU tensor: the window mean used by the last prune step
 
     def widths(self):
@@ -68,6 +70,18 @@ class TaylorFOPruner:
         parts = [(p.detach() * p.grad) if p.grad is not None else torch.zeros_like(p) for p in self.params]
         self.accumulator.add_(torch.cat(parts).square_())
         self.window += 1
+
+    @property
+    def complete(self):
+        """The search is over: ended by the last-unit rule, or every allowed step has been taken (which
+        step() reports as "done" only at the next minibatch, as the authors' loop learnt it)."""
+        return self.finished or self.steps_done >= self.max_steps
+
+    def finish(self):
+        """Mark a complete search finished (see complete); returns "done"."""
+        if not self.complete:
+            raise ValueError(f"the search is not over: {self.steps_done} of {self.max_steps} steps taken")
+        return self._finish()
 
     def _finish(self):
         self.finished = True
@@ -87,6 +101,7 @@ class TaylorFOPruner:
                 return None
             ok = self._prune()
         if not ok:
+            self.last_unit_rule = True
             return self._finish()
         if all(self.begin_prune):
             self.rows.append(self.widths())

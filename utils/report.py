@@ -5,8 +5,9 @@ and plot_filters.py (Figure 2). The statistics are the paper's: per seed the bes
 epochs (max of `test_acc`, i.e. model selection on the test set, as the authors did), then the mean and
 the population std (ddof 0) over seeds; the final-epoch mean is reported beside it. Parameters are the
 trainable parameters of the built network, gates excluded; MACs the multiply-accumulates per image
-of its conv and linear layers (utils.params.count_macs); latency follows the paper's protocol
-(utils/latency.py) unless the result pickles carry a measured `latency_ms`.
+of its conv and linear layers (utils.params.count_macs); latency is measured here, once per
+configuration, as the authors measured it (utils/latency.py: network_latency); with --no_latency, a
+`latency_ms` stored in the result pickles is shown instead.
 
 Nothing is ever invented: a missing seed lowers `n_seeds`, a ratio with no files has no accuracy.
 """
@@ -19,7 +20,7 @@ import numpy as np
 
 from model import MODELS
 from utils import io
-from utils.base import UserError, check_ratios, check_widths, resolve_device, writable_dir
+from utils.base import UserError, check_ratios, check_widths, resolve_device, seed_value, writable_dir
 from utils.cli import add_common_args
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import built_params, count_macs, count_params
@@ -122,19 +123,22 @@ class Row:
     seeds: list = dataclasses.field(default_factory=list)     # seeds found
     missing_seeds: list = dataclasses.field(default_factory=list)
     best: list = dataclasses.field(default_factory=list)      # per-seed best test accuracy
-    latency_source: str = None                                # "pickle", "measured" or None
+    latency_source: str = None                                # "pickle", "measured", "measured_fast" or None
     macs: int = None                                          # multiply-accumulates per image
     latency_predicted_ms: float = None                        # the latency model's (--budget latency)
     epochs: list = dataclasses.field(default_factory=list)   # per seed: epochs trained
     plateau_gain: float = None  # largest over seeds: best accuracy minus the best before the last quarter
 
     def to_json(self):
-        return {"method": self.method, "ratio": self.ratio, "params": self.params, "macs": self.macs,
-                "latency_ms": self.latency_ms, "acc_mean": self.acc_mean, "acc_std": self.acc_std,
-                "acc_final_mean": self.acc_final_mean, "n_seeds": self.n_seeds,
-                "missing_seeds": self.missing_seeds, "widths": self.widths,
-                "latency_predicted_ms": self.latency_predicted_ms, "epochs": self.epochs,
-                "plateau_gain": self.plateau_gain}
+        """The row as one line of strict JSON: a value that is missing is null, never a bare NaN."""
+        row = {"method": self.method, "ratio": self.ratio, "params": self.params, "macs": self.macs,
+               "latency_ms": self.latency_ms, "latency_source": self.latency_source, "acc_mean": self.acc_mean,
+               "acc_std": self.acc_std, "acc_final_mean": self.acc_final_mean, "n_seeds": self.n_seeds,
+               "missing_seeds": self.missing_seeds, "widths": self.widths,
+               "latency_predicted_ms": self.latency_predicted_ms, "epochs": self.epochs,
+               "plateau_gain": self.plateau_gain}
+        row = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
+        return json.dumps(row, allow_nan=False)
 
 
 def neuralscale_widths(model, dataset, record_path, descent_idx, budget="params", **scaling):
@@ -250,30 +254,26 @@ def summarise(row, found):
     return row
 
 
-def measure(model, dataset, widths, convcut, device, plots_dir, protocol=None):
-    """Latency (ms per batch of 100) of the network these widths build, on `device`; a measurement of
-    the same configuration on this machine under plots_dir is reused. `protocol`: batch, precision and
-    clock of cached_latency (default: the paper's 100, fp32, wall clock). VGG11 is timed with its gates,
-    as the authors timed it and as the latency model does (utils.latency_model.timed_gates)."""
-    from model import build_model
-    from utils import accel
-    from utils.latency import cached_latency, latency_cache_dir
-    from utils.latency_model import timed_gates
-    net = build_model(model, widths, NUM_CLASSES[dataset], convcut=convcut, gates=timed_gates(model)).to(device)
-    ms = cached_latency(latency_cache_dir(plots_dir), net, device, IMAGE_SIZE[dataset], **(protocol or {}))
-    del net
-    accel.empty_cache(device)
-    return ms
+def measure(model, dataset, widths, convcut, device, plots_dir, fast=False, protocol=None):
+    """Latency (ms per batch) of the network these widths build, on `device`, as the authors measured it
+    (fast: the opt-in fast layout; VGG11 with its gates); a measurement of the same configuration on this
+    machine under plots_dir is reused. `protocol`: batch, precision and clock of cached_latency (default:
+    the paper's 100, fp32, wall clock), a latency budget's own."""
+    from utils.latency import latency_cache_dir, network_latency
+    return network_latency(model, widths, NUM_CLASSES[dataset], device, IMAGE_SIZE[dataset],
+                           latency_cache_dir(plots_dir), convcut=convcut, fast=fast, **(protocol or {}))
 
 
 def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, log=lambda message: None,
-           protocol=None, cost=None):
+           fast_latency=False, protocol=None, cost=None):
     """The table's rows, method by method and ratio by ratio.
 
     A method with no result file at any requested ratio and seed is left out with a note; a ratio
     with no file keeps its row (configuration and parameters) with n_seeds 0 and no accuracy.
-    `device` None skips the latency measurement (a `latency_ms` stored in the pickles is still used).
-    A latency budget: `protocol` measures as its model predicts, `cost` fills latency_predicted_ms.
+    With a `device` every configuration's latency is measured there (once), as the authors did, and a
+    `latency_ms` stored in the pickles is not used (a training run may have timed another layout);
+    `device` None skips the measurement and shows the stored one. A latency budget: `protocol` measures
+    as its model predicts, `cost` fills latency_predicted_ms.
     """
     num_classes = NUM_CLASSES[dataset]
     ratios, seeds = list(dict.fromkeys(ratios)), list(dict.fromkeys(seeds))  # a repeat counts once
@@ -297,14 +297,15 @@ def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, lo
                                       widths if m.trained_widths else None, log))
             row.missing_seeds = [s for s in seeds if s not in row.seeds]
             key = (tuple(widths), m.convcut)
-            if not m.trained_widths:  # Li et al.: the uniform network's latency, as the authors reported
+            if not m.trained_widths or device is not None:  # Li et al.: the uniform network's, as the authors
                 row.latency_ms = row.latency_source = None
             if row.latency_ms is None and key in latency_cache:
                 row.latency_ms, row.latency_source = latency_cache[key]
             elif row.latency_ms is None and device is not None:
                 log(f"measuring latency: {m.label} at ratio {r:g} on {device}")
-                row.latency_ms = measure(model, dataset, widths, m.convcut, device, plots_dir, protocol)
-                row.latency_source = "measured"
+                row.latency_ms = measure(model, dataset, widths, m.convcut, device, plots_dir, fast_latency,
+                                         protocol)
+                row.latency_source = "measured_fast" if fast_latency else "measured"
             if row.latency_ms is not None:
                 latency_cache.setdefault(key, (row.latency_ms, row.latency_source))
             rows.append(row)
@@ -334,9 +335,12 @@ def table_cells(row, predicted=False):
 
 def format_table(rows, heading, notes=(), marked=()):
     """Markdown in the paper's layout: the method name on the first row of its group; methods in
-    `marked` get a ' *' that refers to a note. Rows with a predicted latency add its column."""
+    `marked` get a ' *' that refers to a note. A latency in the fast layout says so in its header; rows
+    with a predicted latency add its column."""
+    fast = any(r.latency_source == "measured_fast" for r in rows)
     predicted = any(row.latency_predicted_ms is not None for row in rows)
-    header = ["Method", "Ratio", "Params", "MACs", "Latency", *(["Predicted"] if predicted else []),
+    header = ["Method", "Ratio", "Params", "MACs", "Latency (fast layout)" if fast else "Latency",
+              *(["Predicted"] if predicted else []),
               "Accuracy (%) mean ± std", "final-epoch mean", "seeds"]
     lines = [f"## {heading}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     previous = None
@@ -359,7 +363,12 @@ def table_notes(rows, methods, device_name, protocol=None):
         how = protocol or {}
         clock = " of this process's CPU time (one thread)" if how.get("clock") == "cpu" else ""
         notes.append(f"Latency: ms{clock} per batch of {how.get('batch', 100)} (20 warm-up + 80 timed passes, "
-                     f"{how.get('precision', 'fp32')}), measured on {device_name}.")
+                     f"{how.get('precision', 'fp32')}), measured on {device_name} as the authors measured it "
+                     f"(contiguous NCHW, no cuDNN autotuning; VGG11 with its gates).")
+    if "measured_fast" in sources:
+        notes.append(f"Latency (fast layout): ms per batch of 100 (20 warm-up + 80 timed passes), measured on "
+                     f"{device_name} in the layout training uses (channels_last on CUDA, cuDNN autotuning), "
+                     f"not the authors' protocol (--fast_latency).")
     if any(r.latency_predicted_ms is not None for r in rows):
         notes.append("Predicted: the latency model's prediction (utils/latency_model.py) that the latency "
                      "budget was met on.")
@@ -369,7 +378,7 @@ def table_notes(rows, methods, device_name, protocol=None):
         notes.append(f"Plateau: over the last quarter of the {'/'.join(map(str, epochs))} epochs the best test "
                      f"accuracy rose by at most {max(gains):.2f} points (largest over every row and seed).")
     if "pickle" in sources:
-        notes.append("Latency: the latency_ms stored in the result pickles where present.")
+        notes.append("Latency: the latency_ms stored in the result pickles where present (--no_latency).")
     if sources == {None}:
         notes.append("Latency: not measured (--no_latency).")
     notes += [m.note for m in methods if m.note and m.key in used]
@@ -516,20 +525,23 @@ def plot_growth(panels, heading=""):
 def add_output_args(parser):
     """--ratios, --seeds, --json, --no_latency, --no_figs and the common flags."""
     parser.add_argument("--ratios", type=float, nargs="+",
-                        help="default: 0.25..2.0 by 0.25 (CIFAR-like), 0.25..1.0 (tinyimagenet); "
-                             "the paper's tables show 0.25 0.75 2 / 0.25 0.75")
-    parser.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
+                        help="width ratios; the paper's tables show 0.25 0.75 2 (0.25 0.75 on tinyimagenet) "
+                             "(default: 0.25 to 2 by 0.25, or to 1 on tinyimagenet)")
+    parser.add_argument("--seeds", type=seed_value, nargs="+", default=list(DEFAULT_SEEDS),
+                        help="the seed suffixes of the result files (<name>_<seed>_<ratio>.pk)")
     parser.add_argument("--json", action="store_true", help="one JSON object per method and ratio")
-    parser.add_argument("--no_latency", action="store_true", help="do not measure latency")
+    parser.add_argument("--no_latency", action="store_true",
+                        help="do not measure latency (a latency_ms stored in the result pickles is shown)")
+    parser.add_argument("--fast_latency", action="store_true",
+                        help="measure latency in the layout training uses (channels_last on CUDA, cuDNN "
+                             "autotuning) instead of the authors' contiguous NCHW; labelled in the table")
     parser.add_argument("--no_figs", action="store_true", help="do not write figures")
-    add_common_args(parser, outputs=("record_dir", "plots_dir", "figs_dir"))
+    add_common_args(parser, outputs=("record_dir", "plots_dir", "figs_dir"), inputs=("device",))  # latency
 
 
 def checked_ratios(args, dataset):
     ratios = io.distinct_ratios(check_ratios(args.ratios or default_ratios(dataset)),
                                 lambda r: f"<name>_<seed>_{io.ratio_tag(r)}.pk")
-    if any(s < 0 for s in args.seeds):
-        raise UserError(f"--seeds must be non-negative, got {args.seeds}")
     return ratios
 
 
@@ -538,6 +550,12 @@ def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(),
     """Gather the rows, print the table (or --json), write the figures (`only`: just the one against
     that x, "params", "macs" or "latency_ms"); the rows are returned. `protocol`, `cost`: a latency
     budget's measurement settings and model (see gather)."""
+    if only == "latency_ms" and args.no_latency:
+        raise UserError("--x latency_ms draws accuracy against the latency, which --no_latency does not "
+                        "measure; leave out one of them")
+    if args.fast_latency and args.no_latency:
+        raise UserError("--fast_latency chooses how latency is measured and --no_latency measures none; "
+                        "leave out one of them")
     device = None if args.no_latency else resolve_device(args.device)
     if not any_results(methods, args.plots_dir, model, ratios, args.seeds):
         raise UserError(f"no result files for {model} on {dataset} under {args.plots_dir}/{model}/ "
@@ -545,16 +563,20 @@ def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(),
     if not args.no_figs:
         writable_dir(args.figs_dir)  # before the long part, after the inputs are known to be good
     rows = gather(methods, model=model, dataset=dataset, plots_dir=args.plots_dir, ratios=ratios,
-                  seeds=args.seeds, device=device, log=log, protocol=protocol, cost=cost)
+                  seeds=args.seeds, device=device, log=log, fast_latency=args.fast_latency, protocol=protocol,
+                  cost=cost)
     if args.json:
         for row in rows:
-            print(json.dumps(row.to_json()))
+            print(row.to_json())
     else:
         notes = table_notes(rows, methods, str(device) if device else None, protocol) + list(extra_notes)
         print(format_table(rows, heading, notes, {m.key for m in methods if m.note}))
     if not args.no_figs:
-        for _, paths in accuracy_figures(rows, figs_dir=args.figs_dir, model=model, dataset=dataset,
-                                         kind=kind, only=only).values():
+        written = accuracy_figures(rows, figs_dir=args.figs_dir, model=model, dataset=dataset, kind=kind,
+                                   only=only)
+        for _, paths in written.values():
             for path in paths:
                 log(f"wrote {path}")
+        if only is not None and not written:
+            log(f"note: no figure against {only}: no row with results has a value for it")
     return rows

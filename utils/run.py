@@ -17,47 +17,86 @@ params (the built network's trainable parameters, gates excluded), macs (multipl
 image, utils.params.count_macs), latency and provenance.
 """
 import argparse
+import contextlib
+import math
 import os
+import re
 import time
 
 import numpy as np
 import torch
 
 from model import architecture
-from utils import accel, io, scaling
-from utils.base import UserError, log, writable_dir
-from utils.data import IMAGE_SIZE, get_loaders
-from utils.latency import cached_latency, latency_cache_dir
+from utils import accel, io, lock, scaling
+from utils.base import UserError, check_seed, log, writable_dir
+from utils.data import IMAGE_SIZE, NUM_CLASSES, get_loaders
+from utils.latency import latency_cache_dir, network_latency
 from utils.params import actual_params, count_macs
+from utils.progress import EpochCSV, timestamp
 from utils.train import (choose_seed, evaluate, load_checkpoint, lr_for_epoch, make_optimizer, set_lr,
                          train_epoch)
 
 CURVE_KEYS = ("train_acc", "train_loss", "test_acc", "test_loss", "train_acc_dataset",
               "test_acc_dataset", "lr")
+# The per-epoch CSV beside each result, <plots_dir>/<model>/<stem>.csv: the curves, one row per epoch.
+EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "train_acc_dataset", "test_loss", "test_acc",
+                 "test_acc_dataset")
+# What a finished run leaves in <models_dir>: everything, the best-epoch weights (what fine_tune.py
+# reads, and what the authors kept), or nothing. The resumable checkpoint is removed only once the
+# result is written, so a killed run always resumes.
+KEEP_CHECKPOINTS = ("best", "all", "none")
+
+
+# The file-name tag of one budget: int(ratio * 100), or params<N> / macs<N> (utils.io.budget_tag).
+_TAG = r"(?:\d+|params\d+|macs\d+)"
+
+
+def files_of_save(plots_dir, models_dir, model_name, save):
+    """(result pickles, checkpoints) of every budget of the run name `save`: <save>_<tag>.pk and
+    <save>[_<tag>]_checkpoint.pt (train_norm's stem is the bare name). Another run whose name starts
+    with this one (save_0 beside save) is not among them: a tag is digits or params/macs digits."""
+    def matching(folder, pattern):
+        if not os.path.isdir(folder):
+            return []
+        return sorted(os.path.join(folder, f) for f in os.listdir(folder) if re.fullmatch(pattern, f))
+
+    stem = re.escape(save)
+    return (matching(os.path.join(plots_dir, model_name), rf"{stem}_{_TAG}\.pk"),
+            matching(os.path.join(models_dir, model_name), rf"{stem}(?:_{_TAG})?_checkpoint\.pt"))
 
 
 def stored_seeds(results=(), checkpoints=()):
-    """{path: seed} of the existing result pickles and checkpoints among the paths that record one."""
+    """{path: seed} of the existing result pickles and checkpoints among the paths that record one. A
+    file that cannot be read, or stores a seed outside 0..2**63-1, records no seed: a note says so (a
+    run that replaces it says so too)."""
     found = {}
-    for path in results:
-        if os.path.exists(path):
-            seed = io.load_result(path).get("seed")
+    for path, read in [(p, io.load_result) for p in results] + [(p, _checkpoint_seed) for p in checkpoints]:
+        if not os.path.exists(path):
+            continue
+        try:
+            seed = read(path).get("seed")
             if seed is not None:
-                found[str(path)] = int(seed)
-    for path in checkpoints:
-        if os.path.exists(path):
-            fingerprint = load_checkpoint(path, torch.device("cpu")).get("fingerprint") or {}
-            if fingerprint.get("seed") is not None:
-                found[str(path)] = int(fingerprint["seed"])
+                found[str(path)] = check_seed(seed, path)
+        except UserError as err:
+            log(f"note: no seed taken from {path}: {err}")
     return found
 
 
-def with_seed(args, results=(), checkpoints=()):
-    """A copy of args whose seed is set (utils.train.choose_seed): --seed, or the seed stored in this
-    run's results and checkpoints, or a fresh one."""
+def _checkpoint_seed(path):
+    """{"seed": the seed in a checkpoint's fingerprint} (or {})."""
+    ckpt = load_checkpoint(path, torch.device("cpu"))
+    fingerprint = ckpt.get("fingerprint") if isinstance(ckpt, dict) else None
+    return fingerprint if isinstance(fingerprint, dict) else {}
+
+
+def with_seed(args):
+    """A copy of args whose seed is set (utils.train.choose_seed): --seed, or the seed stored in the
+    results and checkpoints of this run name, at every ratio (a ratio added to a run continues its
+    seed), or a fresh one."""
     if args.seed is not None:
         return args
-    seed = choose_seed(None, stored_seeds(results, checkpoints), log)
+    seed = choose_seed(None, stored_seeds(*files_of_save(args.plots_dir, args.models_dir, args.model, args.save)),
+                       log)
     return argparse.Namespace(**{**vars(args), "seed": seed})
 
 
@@ -93,35 +132,95 @@ def other_settings(path, what, stored, wanted, keys):
                      f"--save, or --overwrite to replace it")
 
 
-def finished(path, wanted, overwrite):
+def finished(path, wanted, overwrite, note=log):
     """True when the result `path` holds this very run (skip it), False when there is none or when
     --overwrite replaces one of other settings; a result of other settings is refused. `wanted` holds
-    the run's settings and its ratio (a file name truncates the ratio, the pickle keeps it)."""
+    the run's settings and its ratio (a file name truncates the ratio, the pickle keeps it). A result
+    without stored settings (the authors' pickles; ours before they stored them) is compared on all it
+    holds; as that cannot show every setting equal, it is refused too, unless --overwrite replaces it."""
     if not os.path.exists(path):
         return False
     try:
         old = io.load_result(path)
     except UserError:
         if overwrite:
-            log(f"{path}: unreadable, replacing it (--overwrite)")
+            note(f"{path}: unreadable, replacing it (--overwrite)")
             return False
         raise
-    legacy = not isinstance(old.get("settings"), dict)  # written before results stored their settings
-    stored = {k: old[k] for k in ("seed", "model", "dataset", "method", "epochs", "widths") if k in old} \
-        if legacy else dict(old["settings"])
+    if isinstance(old.get("settings"), dict):
+        stored, unknown = dict(old["settings"]), []
+    else:
+        stored, unknown = legacy_settings(old, wanted)
     stored["ratio"] = None if old["ratio"] is None else float(old["ratio"])  # None: an absolute budget
-    # A legacy result is compared on the keys it holds.
-    keys = [k for k in differing(stored, wanted) if not legacy or k in stored]
+    if stored.get("epochs") != len(old["test_acc"]) and not overwrite:  # cut short, or edited by hand
+        raise UserError(f"{path} holds {len(old['test_acc'])} epochs of curves but says its run had "
+                        f"{stored.get('epochs')}: not a finished run; use another --save, or --overwrite to "
+                        f"replace it")
+    keys = [k for k in differing(stored, wanted) if k not in unknown]
     if keys and overwrite:
-        log(f"{path}: replacing a result of other settings ({describe(stored, wanted, keys)})")
+        note(f"{path}: replacing a result of other settings ({describe(stored, wanted, keys)})")
         return False
     if keys:
         raise other_settings(path, "a result", stored, wanted, keys)
+    if unknown and overwrite:
+        note(f"{path}: replacing a result whose settings are unknown (--overwrite)")
+        return False
+    if unknown:
+        raise UserError(f"{path} is a result whose settings are unknown: it stores none, so "
+                        f"{', '.join(unknown[:6])}{', ...' if len(unknown) > 6 else ''} cannot be checked "
+                        f"(the authors' published results are such files); use another --save, or "
+                        f"--overwrite to replace it")
     return True
 
 
-def _resume(net, optimizer, path, device, fingerprint, epochs):
-    """Load a checkpoint of this very run into net and optimizer; (start epoch, curves, best)."""
+# What a result without "settings" may still hold about its run (this project wrote them before
+# "settings"; the authors' pickles hold none of them).
+LEGACY_KEYS = ("seed", "model", "dataset", "method", "epochs", "widths", "precision", "bn_init", "test_order")
+
+
+def legacy_settings(old, wanted):
+    """(what the result `old` shows of its run's settings, the keys of `wanted` it cannot show). Its
+    epochs are its curves' length; its LR curve, when stored, stands for the schedule, base LR and
+    --scale_schedule together: equal to the curve `wanted` gives, or shown as the curve it is."""
+    stored = {k: old[k] for k in LEGACY_KEYS if k in old}
+    stored.setdefault("epochs", len(old["test_acc"]))
+    schedule_keys = ("lr", "schedule", "scale_schedule")
+    if "lr" in old and all(k in wanted for k in schedule_keys) and "epochs" in wanted:
+        curve = [float(v) for v in old["lr"]]
+        expected = lr_curve(wanted["schedule"], wanted["lr"], wanted["epochs"], wanted["scale_schedule"])
+        same = same_lrs(curve, expected)
+        for key in schedule_keys:
+            stored[key] = wanted[key] if same else f"the LR curve {lr_summary(curve)}"
+    # The ratio is always held (finished compares it); a seed the user did not give matches any.
+    unknown = [k for k in wanted if k not in stored and k != "ratio" and not (k == "seed" and wanted[k] is None)]
+    return stored, unknown
+
+
+def lr_curve(schedule, lr, epochs, scale_schedule):
+    """The learning rate of every epoch 1..epochs of a run (utils.train.lr_for_epoch)."""
+    scale_to = epochs if scale_schedule else None
+    return [lr_for_epoch(schedule, e, lr, scale_to=scale_to) for e in range(1, int(epochs) + 1)]
+
+
+def same_lrs(a, b):
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-9, abs_tol=0.0) for x, y in zip(a, b))
+
+
+def lr_summary(curve):
+    """A learning-rate curve in a few words: each value and how many epochs it lasts (0.1 x100, ...)."""
+    runs = []
+    for value in curve:
+        if runs and math.isclose(runs[-1][0], value, rel_tol=1e-9):
+            runs[-1][1] += 1
+        else:
+            runs.append([value, 1])
+    return "[" + ", ".join(f"{v:g} x{n}" for v, n in runs) + "]"
+
+
+def _resume(net, optimizer, path, device, fingerprint, epochs, lrs):
+    """Load a checkpoint of this very run into net and optimizer; (start epoch, curves, best). `lrs`:
+    the LR of every epoch of this run, which the checkpoint's past epochs must have had (--epochs
+    moves them under --scale_schedule)."""
     ckpt = load_checkpoint(path, device)
     try:
         old, done = ckpt["fingerprint"], int(ckpt["epoch"])
@@ -136,6 +235,10 @@ def _resume(net, optimizer, path, device, fingerprint, epochs):
     if done > epochs:
         raise UserError(f"{path} is at epoch {done}, past --epochs {epochs}; raise --epochs, use another "
                         f"--save, or --overwrite to start over")
+    if not same_lrs(curves["lr"], lrs[:done]):
+        raise UserError(f"{path} trained epochs 1..{done} at the LR {lr_summary(curves['lr'])}, this run's "
+                        f"schedule gives {lr_summary(lrs[:done])} (--epochs moves the decays under "
+                        f"--scale_schedule); use another --save, or --overwrite to start over")
     try:
         net.load_state_dict(ckpt["state_dict"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -144,13 +247,13 @@ def _resume(net, optimizer, path, device, fingerprint, epochs):
     return done + 1, curves, best
 
 
-def _start(net, sgd, device, checkpoint_path, fingerprint, epochs, name, overwrite):
+def _start(net, sgd, device, checkpoint_path, fingerprint, lrs, name, overwrite):
     """(optimizer, first epoch, curves, (best acc, best epoch)): from this run's checkpoint, or fresh."""
     initial_state = {k: v.clone() for k, v in net.state_dict().items()} if overwrite else None
     optimizer = make_optimizer(net, *sgd)
     if os.path.exists(checkpoint_path):
         try:
-            start, curves, best = _resume(net, optimizer, checkpoint_path, device, fingerprint, epochs)
+            start, curves, best = _resume(net, optimizer, checkpoint_path, device, fingerprint, len(lrs), lrs)
             log(f"{name}: resuming from {checkpoint_path} at epoch {start}")
             return optimizer, start, curves, best
         except UserError as err:
@@ -163,49 +266,89 @@ def _start(net, sgd, device, checkpoint_path, fingerprint, epochs, name, overwri
     return optimizer, 1, {k: [] for k in CURVE_KEYS}, (-1.0, 0)
 
 
+def _check_finite(name, epoch, lr, train, test):
+    for which, loss in (("training", train["loss"]), ("test", test["loss"])):
+        if not np.isfinite(loss):
+            raise UserError(f"{name}: the {which} loss became {loss} at epoch {epoch} (lr {lr:g}); lower --lr")
+
+
+def epoch_rows(curves, first=0):
+    """The per-epoch CSV rows (EPOCH_COLUMNS) of `curves` from epoch index `first` on."""
+    return [{"epoch": e + 1, **{k: curves[k][e] for k in EPOCH_COLUMNS[1:]}} for e in range(first, len(curves["lr"]))]
+
+
+def best_state(net, epoch, best_acc, *, arch, fingerprint):
+    """What <stem>_best_model.pt holds: the weights of the best test epoch, enough to rebuild the network."""
+    return {"epoch": epoch, "state_dict": net.state_dict(), "architecture": arch, "best_prec1": best_acc,
+            "fingerprint": fingerprint}
+
+
+def checkpoint_state(net, optimizer, epoch, curves, best, *, arch, fingerprint):
+    """What <stem>_checkpoint.pt holds: everything a resumed run needs (weights, SGD momentum, curves)."""
+    return {"epoch": epoch, "state_dict": net.state_dict(), "optimizer": optimizer.state_dict(), "curves": curves,
+            "best_acc": best[0], "best_epoch": best[1], "architecture": arch, "fingerprint": fingerprint}
+
+
+def _save_epoch(net, optimizer, epoch, test_acc, curves, best, *, arch, fingerprint, checkpoint_path, best_path):
+    """The best-epoch weights (on a new best, unless best_path is None) and the checkpoint; the best
+    (accuracy, epoch) so far. Best file first: if the process dies between the two writes, the resumed
+    run redoes this epoch (same batches, same result) and writes both again."""
+    if test_acc > best[0]:
+        best = (float(test_acc), epoch)
+        if best_path is not None:
+            io.save_torch(best_state(net, epoch, best[0], arch=arch, fingerprint=fingerprint), best_path)
+    io.save_torch(checkpoint_state(net, optimizer, epoch, curves, best, arch=arch, fingerprint=fingerprint),
+                  checkpoint_path)
+    return best
+
+
+def _epoch_line(name, epoch, epochs, lr, train, test, best, seconds, position):
+    where = f"{position.where} " if position else ""
+    clock = f"; {position.clock.summary()}" if position else ""
+    return (f"{timestamp()} {name} | {where}epoch {epoch}/{epochs} lr {lr:.4g} | train loss {train['loss']:.4f} "
+            f"acc {train['acc']:.2f} | test loss {test['loss']:.4f} acc {test['acc']:.2f} "
+            f"({test['acc_dataset']:.2f} dataset) | best {best[0]:.2f} @{best[1]} | {seconds:.1f}s{clock}")
+
+
 def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, momentum, weight_decay,
               checkpoint_path, best_path, fingerprint, name, precision="fp32", scale_schedule=False,
-              overwrite=False):
+              overwrite=False, csv_path=None, position=None):
     """Train `net` (already on `device`, see prepare_model) for `epochs`, resuming from
     `checkpoint_path` when it holds this run (same fingerprint). A checkpoint of another run is
-    refused, or with `overwrite` left to be replaced. Returns the curves (lists, one value per epoch)
-    and the best epoch."""
-    optimizer, start, curves, (best_acc, best_epoch) = _start(net, (lr, momentum, weight_decay), device,
-                                                               checkpoint_path, fingerprint, epochs, name, overwrite)
+    refused, or with `overwrite` left to be replaced. `best_path` None: no best-epoch file. `csv_path`:
+    the per-epoch CSV (utils.progress); `position`: where this run sits in its command (the epoch line's
+    ratio k/n, elapsed time and ETA). Returns the curves (lists, one value per epoch) and the best epoch."""
+    lrs = lr_curve(schedule, lr, epochs, scale_schedule)
+    optimizer, start, curves, best = _start(net, (lr, momentum, weight_decay), device, checkpoint_path,
+                                            fingerprint, lrs, name, overwrite)
+    epoch_csv = EpochCSV(csv_path, EPOCH_COLUMNS) if csv_path else None
+    if epoch_csv:
+        epoch_csv.restart(epoch_rows(curves))  # a resumed run: the checkpoint's epochs, nothing more
+    if position:
+        position.clock.skip((start - 1) * position.cost)
     arch = architecture(net)
     for epoch in range(start, epochs + 1):
-        # From the epoch number; args stay untouched.
-        epoch_lr = lr_for_epoch(schedule, epoch, lr, scale_to=epochs if scale_schedule else None)
+        epoch_lr = lrs[epoch - 1]  # from the epoch number; args stay untouched
         set_lr(optimizer, epoch_lr)
         t0 = time.perf_counter()
         train = train_epoch(net, train_loader, epoch, optimizer, device, precision=precision,
                             desc=f"{name} {epoch}")
         test = evaluate(net, test_loader, device, epoch=epoch, precision=precision, desc=f"{name} test")
-        for which, loss in (("training", train["loss"]), ("test", test["loss"])):
-            if not np.isfinite(loss):
-                raise UserError(f"{name}: the {which} loss became {loss} at epoch {epoch} (lr {epoch_lr:g}); "
-                                f"lower --lr")
+        _check_finite(name, epoch, epoch_lr, train, test)
         for key, value in (("train_acc", train["acc"]), ("train_loss", train["loss"]),
                            ("test_acc", test["acc"]), ("test_loss", test["loss"]),
                            ("train_acc_dataset", train["acc_dataset"]),
                            ("test_acc_dataset", test["acc_dataset"]), ("lr", epoch_lr)):
             curves[key].append(float(value))
-        weights = net.state_dict()
-        # Best file first: if the process dies between the two writes, the resumed run redoes this
-        # epoch (same batches, same result) and writes both again.
-        if test["acc"] > best_acc:
-            best_acc, best_epoch = float(test["acc"]), epoch
-            io.save_torch({"epoch": epoch, "state_dict": weights, "architecture": arch,
-                           "best_prec1": best_acc, "fingerprint": fingerprint}, best_path)
-        io.save_torch({"epoch": epoch, "state_dict": weights, "optimizer": optimizer.state_dict(),
-                       "curves": curves, "best_acc": best_acc, "best_epoch": best_epoch,
-                       "architecture": arch, "fingerprint": fingerprint}, checkpoint_path)
-        log(f"{name} epoch {epoch}/{epochs} lr {epoch_lr:.4g} | train loss {train['loss']:.4f} "
-            f"acc {train['acc']:.2f} | test loss {test['loss']:.4f} acc {test['acc']:.2f} "
-            f"({test['acc_dataset']:.2f} dataset) | best {best_acc:.2f} @{best_epoch} | "
-            f"{time.perf_counter() - t0:.1f}s")
+        best = _save_epoch(net, optimizer, epoch, test["acc"], curves, best, arch=arch, fingerprint=fingerprint,
+                           checkpoint_path=checkpoint_path, best_path=best_path)
+        if epoch_csv:
+            epoch_csv.append(epoch_rows(curves, epoch - 1)[0])
+        if position:
+            position.clock.advance(position.cost)
+        log(_epoch_line(name, epoch, epochs, epoch_lr, train, test, best, time.perf_counter() - t0, position))
     accel.empty_cache(device)
-    return curves, best_epoch
+    return curves, best[1]
 
 
 def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs, extra=None):
@@ -237,21 +380,25 @@ def fingerprint_of(args, **more):
           "batch_size": int(args.batch_size), "test_batch_size": int(args.test_batch_size or args.batch_size),
           "subset": args.subset, "test_subset": args.test_subset, "loader": args.loader,
           "precision": args.precision, "bn_init": args.bn_init, "test_order": args.test_order,
-          "scale_schedule": bool(args.scale_schedule)}
+          # fine_tune.py's constant LR has no decays to scale: it takes no --scale_schedule
+          "scale_schedule": bool(getattr(args, "scale_schedule", False))}
+    if args.deterministic:  # only when on, so the settings of runs before the flag existed still match
+        fp["deterministic"] = True
     fp.update(more)
     return fp
 
 
 def run_options(args):
     """train_run's keyword arguments that come straight from the flags."""
-    return {"precision": args.precision, "scale_schedule": args.scale_schedule, "overwrite": args.overwrite}
+    return {"precision": args.precision, "scale_schedule": bool(getattr(args, "scale_schedule", False)),
+            "overwrite": args.overwrite}
 
 
 def load_data(args, device):
     return get_loaders(args.dataset, args.data_dir, recipe="train", batch_size=args.batch_size,
                        test_batch_size=args.test_batch_size or args.batch_size, device=device,
                        loader=args.loader, subset=args.subset, test_subset=args.test_subset, seed=args.seed,
-                       download=args.download, same_norm=args.same_norm, test_order=args.test_order)
+                       download=args.download, test_order=args.test_order)
 
 
 def output_dirs(args):
@@ -270,28 +417,67 @@ def latency_protocol(args, device):
     return {"batch": args.latency_batch, "precision": args.precision, "clock": args.latency_clock}
 
 
-def latency_of(net, args, device):
-    """ms per batch, measured once per configuration and machine (the seeds of a swipe share it)."""
-    if args.no_latency:
+def latency_of(args, device, widths, convcut=False, gates=None):
+    """ms per batch of the network `widths` build, as plot_ratio.py measures it (utils.latency: the
+    authors' protocol, or a latency budget's own, latency_protocol; once per configuration and machine),
+    or None: a training run measures only with --latency. gates=True times it with gates whatever the
+    model (fine_tune's masked network)."""
+    if not args.latency:
         return None
-    return cached_latency(latency_cache_dir(args.plots_dir), net, device, IMAGE_SIZE[args.dataset],
-                          **latency_protocol(args, device))
+    return network_latency(args.model, widths, NUM_CLASSES[args.dataset], device, IMAGE_SIZE[args.dataset],
+                           latency_cache_dir(args.plots_dir), convcut=convcut, gates=gates,
+                           **latency_protocol(args, device))
+
+
+def lock_path(folder, model_name, stem):
+    """A lock a run holds for its whole life (utils.lock): <folder>/<model>/.<stem>.lock, beside its
+    checkpoint (folder: --models_dir) and beside its result (--plots_dir)."""
+    return lock.lock_file(os.path.join(folder, model_name), stem)
+
+
+def csv_path(plots_dir, model_name, stem):
+    """The per-epoch CSV of one run, beside its result <stem>.pk."""
+    return os.path.join(plots_dir, model_name, f"{stem}.csv")
+
+
+def tidy_checkpoints(checkpoint, best, keep):
+    """After the result is written: keep both files ("all"), the best-epoch weights ("best") or none."""
+    for path in {"all": (), "best": (checkpoint,), "none": (checkpoint, best)}[keep]:
+        if os.path.exists(path):
+            os.unlink(path)
 
 
 def train_and_save(net, args, *, device, loaders, path, stem, schedule, epochs, method, ratio, widths, name,
-                   fingerprint=None, extra=None):
+                   fingerprint=None, extra=None, timed=None, keep="best", position=None):
     """Train `net` (built, seeded and on `device`) under the flags in `args`, resuming its checkpoint
-    <models_dir>/<model>/<stem>_checkpoint.pt; measure its latency; write the result pickle `path`.
-    `fingerprint`: more settings a resumed run must match; `extra`: more keys of the result."""
+    <models_dir>/<model>/<stem>_checkpoint.pt; with --latency measure the latency of the network
+    `timed` describes (latency_of's keywords; default: `widths`); write the result pickle `path`, then
+    remove the checkpoints `keep` does not keep (KEEP_CHECKPOINTS). The per-epoch CSV goes beside the
+    result. `fingerprint`: more settings a resumed run must match; `extra`: more keys of the result;
+    `position`: see train_run. The run holds .<stem>.lock from its first read to its last write, so a
+    second live process of the same run is refused; a result written meanwhile by another process is
+    checked again."""
+    if keep not in KEEP_CHECKPOINTS:
+        raise ValueError(f"keep must be one of {KEEP_CHECKPOINTS}, got {keep!r}")
     checkpoint, best = checkpoint_paths(args.models_dir, args.model, stem)
     fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule,
                                  **(fingerprint or {}))
-    curves, _ = train_run(net, *loaders, device=device, schedule=schedule, epochs=epochs, lr=args.lr,
-                          momentum=args.momentum, weight_decay=args.weight_decay, checkpoint_path=checkpoint,
-                          best_path=best, fingerprint=fingerprint, name=name, **run_options(args))
-    latency = latency_of(net, args, device)
-    result = make_result(ratio=ratio, curves=curves, net=net, widths=widths, latency_ms=latency, args=args,
-                         method=method, epochs=epochs,
-                         extra={**(extra or {}), "settings": {**fingerprint, "epochs": epochs}})
-    io.save_result(path, result)
+    settings = {**fingerprint, "epochs": epochs}
+    with contextlib.ExitStack() as held:
+        # Beside the checkpoint and beside the result: runs that share either folder are seen.
+        for folder in dict.fromkeys((args.models_dir, args.plots_dir)):
+            held.enter_context(lock.hold(lock_path(folder, args.model, stem), f"run {stem}"))
+        if finished(path, settings, args.overwrite, note=lambda line: None):
+            log(f"{name}: {path} was written meanwhile by another process with these settings; kept")
+            return io.load_result(path)
+        curves, _ = train_run(net, *loaders, device=device, schedule=schedule, epochs=epochs, lr=args.lr,
+                              momentum=args.momentum, weight_decay=args.weight_decay, checkpoint_path=checkpoint,
+                              best_path=None if keep == "none" else best, fingerprint=fingerprint, name=name,
+                              csv_path=csv_path(args.plots_dir, args.model, stem), position=position,
+                              **run_options(args))
+        latency = latency_of(args, device, **(timed or {"widths": widths}))
+        result = make_result(ratio=ratio, curves=curves, net=net, widths=widths, latency_ms=latency, args=args,
+                             method=method, epochs=epochs, extra={**(extra or {}), "settings": settings})
+        io.save_result(path, result)
+        tidy_checkpoints(checkpoint, best, keep)  # only now: until the result exists, a killed run resumes
     return result

@@ -21,7 +21,7 @@ import re
 
 import numpy as np
 
-from utils.base import UserError
+from utils.base import MAX_WIDTH, UserError
 
 MAX_SEARCH_STEPS = 1_000_000  # the authors' loops converge in at most ~60k steps on their data
 RESOURCES = ("params", "macs", "latency")
@@ -38,10 +38,14 @@ class BudgetError(UserError):
 
 
 def fail(model, ratio, target, why, resource="params", absolute=False):
-    amount = f"{target:.4g}" if resource == "latency" else f"{target:,.0f}"
+    amount = f"{target:.4g}" if resource == "latency" else _count(target)
     where = f"--target_{resource} {amount}{'ms' if resource == 'latency' else ''}" if absolute else f"ratio {ratio:g}"
     raise BudgetError(f"{model} at {where}: no configuration meets the budget of "
                       f"{amount} {RESOURCE_WORDS[resource]} ({why})")
+
+
+def _count(n):
+    return f"{n:,.0f}" if n < 1e15 else f"{n:.3g}"
 
 
 def parse_count(text, flag):
@@ -223,10 +227,14 @@ def select_for_resource(model, template, ratio, target, count, *, method, resour
     absolute = target is not None
     goal = target if absolute else count(uniform(template, ratio))
     options = {"rel_tolerance": TOLERANCES[resource], "round_to": round_to}
+    widest = count([MAX_WIDTH] * len(template))
+    if goal > widest:  # before a search that would only overflow
+        fail(model, ratio, goal, f"the widest network built here, every layer {MAX_WIDTH:,} units, has "
+                                 f"{_count(widest)}", resource, absolute)
     if method == "neuralscale" and any(beta):
         # x = ln(tau); widths grow with tau. The upper end grows until it is over the budget, the lower
         # end (tau = 1) shrinks until it is under (a latency in ms is a small tau).
-        widths = meet_budget(lambda x: power_law(alpha, beta, math.exp(x)), 0.0, math.log(max(goal, 2.0)), goal,
+        widths = meet_budget(lambda x: power_law(alpha, beta, np.exp(x)), 0.0, math.log(max(goal, 2.0)), goal,
                              count, grow=lambda x: x + 10, shrink=lambda x: x - 10, **options)
     elif method == "uniform" and not absolute and round_to == 1:
         widths = uniform(template, ratio)
@@ -262,7 +270,11 @@ def meet_budget(raw, lo, hi, target, count, *, grow, shrink=None, rel_tolerance=
     configuration under the budget is topped up (top_up). Every loop is bounded.
     """
     def at(x):
-        widths = rounded(raw(x), round_to)
+        with np.errstate(over="ignore", invalid="ignore"):
+            floats = np.nan_to_num(np.asarray(raw(x), dtype=np.float64), nan=0.0)  # NaN: 0 * inf, alpha 0
+        if np.any(floats > MAX_WIDTH):  # wider than anything built: over any budget that can be met
+            return None, math.inf
+        widths = rounded(floats, round_to)
         return widths, (count(widths) if min(widths) >= 1 else 0)  # a zero-unit layer is under any budget
 
     for _ in range(64):

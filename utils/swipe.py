@@ -4,20 +4,21 @@
 Resuming, seeds and the result pickle are utils/run.py's.
 """
 import argparse
-import math
 import os
 
 import numpy as np
 
 from model import build_model, get_spec
 from utils import accel, io, run, scaling
-from utils.accel import set_precision
-from utils.base import (UserError, check_positive, check_ratios, check_run_name, check_widths, log, positive_int,
+from utils.accel import set_deterministic, set_precision
+from utils.base import (UserError, check_ratios, check_sgd, check_widths, log, positive_int,
                         resolve_device)
-from utils.cli import add_budget_arg, add_round_to_arg, add_training_args, check_pair, latency_cost, make_parser
+from utils.cli import (add_budget_arg, add_round_to_arg, add_training_args, authors_name, check_pair, latency_cost,
+                       make_parser, require_save)
 from utils.data import IMAGE_SIZE, NUM_CLASSES, TEST_ORDERS
 from utils.fit import MIN_ROWS
-from utils.params import actual_params
+from utils.params import actual_params, count_macs
+from utils.progress import Clock, Position
 from utils.train import RECIPES, prepare_model, set_seed
 
 CIFAR_RATIOS = tuple(float(r) for r in np.arange(0.25, 2.1, 0.25))  # the authors' arange: 0.25 .. 2.0
@@ -44,36 +45,49 @@ def add_recipe_args(parser, recipe, *, datasets, dataset, models=None, by_datase
     hidden = ("--same_norm",) + tuple(hidden)  # it changes the search's normalisation only
     add_training_args(parser, recipe, datasets=datasets, dataset=dataset, model="resnet18", models=models,
                       by_dataset=by_dataset, hidden=hidden, outputs=outputs,
-                      help={"--model": "network; the default is the authors' for training",
+                      help={"--model": "network (default: %(default)s, the authors' for training)",
                             **(help or {})})
     parser.add_argument("--test-batch-size", type=positive_int, default=None,
                         help="test minibatch size (default: --batch-size, as the authors' loaders; "
                              "it changes the per-batch-mean accuracy slightly)")
     parser.add_argument("--test_subset", type=positive_int, default=None,
                         help="test on the first N images only (default: all)")
-    parser.add_argument("--no_latency", action="store_true", help="skip the latency measurement")
+    parser.add_argument("--latency", action="store_true",
+                        help="also measure the trained network's latency as plot_ratio.py does (the authors' "
+                             "protocol, once per configuration; off: plot_ratio.py measures it)")
+    # The default since latency moved to plot_ratio.py: accepted so that older command lines still run.
+    parser.add_argument("--no_latency", action="store_true", ignored=True)
+    parser.add_argument("--keep_checkpoints", choices=run.KEEP_CHECKPOINTS, default="best",
+                        help="what a finished run leaves in --models_dir: best, its best-epoch weights "
+                             "(what fine_tune.py reads; the resumable checkpoint is removed once the result "
+                             "is written); all, the checkpoint too; none, neither")
     parser.add_argument("--test_order", choices=TEST_ORDERS, default="shuffled",
                         help="shuffled: the test set in a fresh order each epoch, drawn from --seed (the "
                              "authors' CIFAR/Fashion-MNIST loaders; it moves the per-batch-mean accuracy; "
                              "TinyImageNet is never shuffled, as theirs); fixed: file order")
-    parser.add_argument("--scale_schedule", action="store_true",
-                        help=argparse.SUPPRESS if "--scale_schedule" in hidden else
-                        "put the authors' LR decays at the same fractions of --epochs (for short "
-                        "runs; default: the paper's fixed decay epochs)")
-    # The authors' spelling of the data folder (imagenet scripts, train_norm, fine_tune).
-    parser.add_argument("--data", dest="data_dir", default=argparse.SUPPRESS,
-                        help="alias of --data_dir, the authors' spelling (default: --data_dir's)")
+    parser.add_argument("--scale_schedule", action="store_true", ignored="--scale_schedule" in hidden,
+                        help="put the authors' LR decays at the same fractions of --epochs (for short "
+                             "runs; off: the paper's fixed decay epochs)")
+    # The authors' spelling of the data folder (imagenet scripts, train_norm, fine_tune): an alias.
+    parser.add_argument("--data", dest="data_dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
-def check_recipe_args(args, datasets):
-    """What argparse cannot check: the model/data pair, the SGD numbers, the run name."""
+def check_recipe_args(args, datasets, name_stem):
+    """What argparse cannot check: the model/data pair, the SGD numbers, the run name (`name_stem`: the
+    authors' name for such a run, as cli.authors_name takes it)."""
     check_pair(args.model, args.dataset, datasets)
-    check_positive("--lr", args.lr)
-    for flag, value in (("--momentum", args.momentum), ("--weight_decay", args.weight_decay)):
-        if not (math.isfinite(value) and value >= 0):
-            raise UserError(f"{flag} must be a finite number of at least 0, got {value:g}")
-    check_run_name(args.save)
+    check_sgd(args.lr, args.momentum, args.weight_decay)
+    require_save(args.save, authors_name(name_stem, args.model, args.dataset))
+
+
+def swipe_name_stem(args):
+    """The authors' result name of this swipe's method (utils.report.default_names)."""
+    methods = [m for m in METHOD_FLAGS if getattr(args, m)]
+    key = {"uniform": "{model}_uni_{tag}", "morph": "{model}_pruned_{tag}", "convcut": "{model}_convcut_{tag}"}
+    if methods:
+        return key[methods[0]]
+    return "{model}_10_eff_{tag}_" + ("early" if args.descent_idx == 0 else "late")
 
 
 def add_swipe_args(parser, ratios):
@@ -89,7 +103,7 @@ def add_swipe_args(parser, ratios):
     parser.add_argument("--convcut", action="store_true",
                         help="uniform widths, every shortcut a 1x1 conv (resnet18, mobilenetv2)")
     parser.add_argument("--ratios", type=float, nargs="+", default=None,
-                        help=f"width ratios to train (a subset shards a swipe; default "
+                        help=f"width ratios to train; a subset shards a swipe (default: "
                              f"{' '.join(f'{r:g}' for r in ratios)})")
     parser.add_argument("--target_params", nargs="+", default=None, metavar="N",
                         help="instead of --ratios: absolute budgets in parameters, e.g. 1.5M (suffixes k, M, "
@@ -197,10 +211,10 @@ def predicted(cost, args, ratio, target, widths, num_classes):
 
 
 def pending(args, method, budget, plans, targets):
-    """The (ratio, target, tag, widths, path, point) of every plan not already finished; every result is
-    checked before anything trains."""
+    """The (k, ratio, target, tag, widths, path, point) of every plan not already finished (k: its place
+    among the plans, from 1); every result is checked before anything trains."""
     schedule, todo = schedule_for(args.dataset), []
-    for value, widths in plans:
+    for k, (value, widths) in enumerate(plans, 1):
         ratio, target = (None, value) if targets is not None else (value, None)
         tag = io.budget_tag(ratio, budget, target)
         path = os.path.join(args.plots_dir, args.model, f"{args.save}_{tag}.pk")
@@ -212,8 +226,14 @@ def pending(args, method, budget, plans, targets):
         if run.finished(path, {**fingerprint, "epochs": args.epochs}, args.overwrite):
             log(f"{budget_label(ratio, budget, target)}: {path} exists, skipped (same settings)")
         else:
-            todo.append((ratio, target, tag, widths, path, point))
+            todo.append((k, ratio, target, tag, widths, path, point))
     return todo
+
+
+def epoch_cost(model_name, dataset, widths, convcut):
+    """What one epoch of a network costs on the command's clock (utils.progress): its MACs per image,
+    which the epoch time follows far better than a count of epochs across a swipe's ratios."""
+    return count_macs(model_name, widths, NUM_CLASSES[dataset], IMAGE_SIZE[dataset], convcut)
 
 
 def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_filters):
@@ -223,7 +243,7 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
                     outputs=("record_dir", "plots_dir", "models_dir"))  # the search record of --prune_fname
     add_swipe_args(parser, ratios)
     args = parser.parse_args(argv)
-    check_recipe_args(args, datasets)
+    check_recipe_args(args, datasets, swipe_name_stem(args))
     device = resolve_device(args.device)
     method = choose_method(args)
     num_classes = NUM_CLASSES[args.dataset]
@@ -234,13 +254,15 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
     todo = pending(args, method, budget, plans, targets)
     if not todo:
         return
-    args = run.with_seed(args, results=[path for *_, path, _ in todo],
-                         checkpoints=[run.checkpoint_paths(args.models_dir, args.model, f"{args.save}_{tag}")[0]
-                                      for _, _, tag, *_ in todo])
+    args = run.with_seed(args)
     set_precision(device, args.precision)
+    set_deterministic(device, args.deterministic)
     loaders = run.load_data(args, device)  # a missing data set fails before anything is created
     run.output_dirs(args)
-    for ratio, target, tag, widths, path, point in todo:
+    costs = [epoch_cost(args.model, args.dataset, widths, method == "convcut") for *_, widths, _, _ in todo]
+    clock = Clock(args.epochs * sum(costs))
+    for (k, ratio, target, tag, widths, path, point), work in zip(todo, costs):
+        position = Position(f"{'ratio' if target is None else 'budget'} {k}/{len(plans)}", clock, work)
         set_seed(run.init_seed(args.seed, ratio, budget, target))
         net = prepare_model(build_model(args.model, widths, num_classes, gates=False,
                                         convcut=method == "convcut", bn_init=args.bn_init), device)
@@ -249,8 +271,10 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
         result = run.train_and_save(net, args, device=device, loaders=loaders, path=path,
                                     stem=f"{args.save}_{tag}", schedule=schedule_for(args.dataset),
                                     epochs=args.epochs, method=method, ratio=ratio, widths=widths, name=name,
-                                    fingerprint=point, extra={**info, **point, **predicted(cost, args, ratio, target,
-                                                                                           widths, num_classes)})
+                                    fingerprint=point,
+                                    extra={**info, **point, **predicted(cost, args, ratio, target, widths, num_classes)},
+                                    timed={"widths": widths, "convcut": method == "convcut"},
+                                    keep=args.keep_checkpoints, position=position)
         latency = result["latency_ms"]
         log(f"{name}: params {result['params']:,}"
             + ("" if latency is None else f", latency {latency:.2f} ms/batch")
