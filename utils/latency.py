@@ -37,17 +37,25 @@ def measure_latency(model, device, image_size, *, batch=BATCH, warmup=WARMUP, ti
     model.eval()
     x = torch.randn(batch, 3, image_size, image_size, device=device)
     x = x.contiguous(memory_format=input_format(model))  # as the training loop feeds it
+    ms = timed_passes(model, x, device=device, precision=precision, warmup=warmup, timed=timed,
+                      synchronize=synchronize, clock=clock)
+    model.train(was_training)
+    return ms
+
+
+def timed_passes(module, x, *, device, precision, warmup, timed, synchronize, clock):
+    """Mean ms of `timed` forward passes of `x` after `warmup` untimed ones, synchronised before and after
+    the timed ones: the protocol of a whole network (measure_latency) and of one unit of the latency
+    model (utils.latency_model.time_forward)."""
     with accel.autocast(device, precision):
         for _ in range(warmup):
-            model(x)
+            module(x)
         synchronize(device)
         start = clock()
         for _ in range(timed):
-            model(x)
+            module(x)
         synchronize(device)
-        elapsed_ms = (clock() - start) * 1000.0
-    model.train(was_training)
-    return elapsed_ms / timed
+        return (clock() - start) * 1000.0 / timed
 
 
 # -- one measurement per configuration ----------------------------------------------------------------

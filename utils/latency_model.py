@@ -43,7 +43,7 @@ from model.gate import gate_or_identity
 from utils import accel
 from utils.base import UserError
 from utils.base import log as default_log
-from utils.latency import CLOCKS, device_name
+from utils.latency import CLOCKS, device_name, timed_passes
 
 FORMAT = 2
 GRID_RATIOS = (1 / 16, 1 / 8, 1 / 4, 1 / 2, 1, 2)  # each axis: the default width times these, and 1
@@ -183,15 +183,8 @@ def time_forward(module, shape, *, device, precision, batch, warmup=UNIT_WARMUP,
     the paper's protocol that the constant calibrates against)."""
     module = module.to(device).eval()
     x = torch.randn(batch, *shape, device=device)
-    with accel.autocast(device, precision):
-        for _ in range(warmup):
-            module(x)
-        synchronize(device)
-        start = clock()
-        for _ in range(timed):
-            module(x)
-        synchronize(device)
-    return (clock() - start) * 1000.0 / timed
+    return timed_passes(module, x, device=device, precision=precision, warmup=warmup, timed=timed,
+                        synchronize=synchronize, clock=clock)
 
 
 # -- the table --------------------------------------------------------------------------------------------
