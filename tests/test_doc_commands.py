@@ -108,7 +108,7 @@ def test_there_are_commands_to_check():
 
 
 def test_a_command_nobody_covers_is_caught():
-    block = "python ratio_swipe.py --uniform\npython reproduce.py --table 1 \\\n    --seeds 0\ngit clone x  # data"
+    block = "python ratio_swipe.py --uniform\npython made_up_script.py --table 1 \\\n    --seeds 0\ngit clone x  # data"
     assert [coverage(words) for words in commands(block)] == ["scaled", None, None]
 
 
@@ -309,6 +309,6 @@ def test_documented_commands_run(workspace, tmp_path, doc, line, text):
 @pytest.mark.slow
 def test_an_uncovered_command_fails_its_block(workspace, tmp_path):
     log = tmp_path / "commands.jsonl"
-    proc = run_block(workspace, "python list_architecture.py --model vgg\npython reproduce.py --table 1", log)
-    assert proc.returncode == 97 and "not covered by tests/test_doc_commands.py: python reproduce.py" in proc.stderr
+    proc = run_block(workspace, "python list_architecture.py --model vgg\npython made_up_script.py --table 1", log)
+    assert proc.returncode == 97 and "not covered by tests/test_doc_commands.py: python made_up_script.py" in proc.stderr
     assert [json.loads(line)["rc"] for line in log.read_text().splitlines()] == [0, 97]

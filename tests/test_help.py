@@ -12,7 +12,7 @@ import pytest
 
 from test_house import SCRIPTS, help_of, options
 from model import get_spec
-from utils import cli, io
+from utils import cli, io, latency_model
 
 TINY = ["--device", "cpu", "--seed", "0"]
 
@@ -154,6 +154,14 @@ def write_search(root, name, model, iterations=1, rows=8):
         io.write_prune_csv(root / f"{name}_{k}.csv", [(default * (1 - 0.1 * r)).astype(int) for r in range(rows)])
 
 
+def fake_latency_tables(record_dir):
+    """The latency tables --budget latency looks for (VGG11 on 32x32 synthetic, ResNet18 on 64x64
+    TinyImageNet), timed by a fake device, so the latency path runs without timing anything."""
+    from test_latency_model import FakeDevice
+    for target in (latency_model.Target("vgg", 10, 32, gates=True), latency_model.Target("resnet18", 200, 64)):
+        latency_model.load_table(latency_model.table_dir(record_dir), target, FakeDevice(), log=lambda line: None)
+
+
 def tiny_imagenet(root):
     from test_swipe import write_tiny
     write_tiny(root)
@@ -171,15 +179,22 @@ def invocations(tmp):
     plots = ["--model", "vgg", "--dataset", "synthetic", "--ratios", "0.0625", "--seeds", "0", *out]
     tsearch = [*tiny, "--model", "resnet18", "--subset", "8", "--warmup", "0", "--iterations", "1", "--prune_every",
                "1", "--prune_per_step", "500", "--search_ratio", "0.125", "--record_dir", rec, "--save", "tsearch"]
-    return {
-        "architecture_descent": [search, search],  # the second finds the record, and reads --overwrite
-        "imagenet_architecture_descent": [tsearch, tsearch],
+    latency = ["--budget", "latency", "--latency_batch", "100", "--latency_clock", "wall", "--device", "cpu"]
+    lsearch, ltsearch = [*search[:-1], "lsearch", *latency], [*tsearch[:-1], "ltsearch", *latency]
+    return {  # the second run finds the record, and reads --overwrite; the third searches under a latency budget
+        "architecture_descent": [search, search, lsearch],
+        "imagenet_architecture_descent": [tsearch, tsearch, ltsearch],
         "ratio_swipe": [[*swipe, "--prune_fname", "vgg_rec", "--record_dir", rec, "--descent_idx", "0",
                          "--ratios", "0.0625", "--save", "ns"],
-                        [*swipe, "--uniform", "--ratios", "0.0625", "--save", "vgg_uni_s_0"]],
+                        [*swipe, "--uniform", "--ratios", "0.0625", "--save", "vgg_uni_s_0"],
+                        [*swipe, "--prune_fname", "lsearch", "--record_dir", rec, "--descent_idx", "0",
+                         "--ratios", "0.0625", "--save", "lns", *latency]],
         "imagenet_ratio_swipe": [[*tiny, "--model", "resnet18", "--prune_fname", "rn_rec", "--record_dir", rec,
                                   "--descent_idx", "0", "--ratios", "0.5", "--epochs", "1", "--no_latency",
-                                  "--save", "tiny"]],
+                                  "--save", "tiny"],
+                                 [*tiny, "--model", "resnet18", "--prune_fname", "ltsearch", "--record_dir", rec,
+                                  "--descent_idx", "0", "--ratios", "0.5", "--epochs", "1", "--no_latency",
+                                  "--save", "ltiny", *latency]],
         "train_norm": [[*swipe, "--save", "norm"]],
         "fine_tune": [[*swipe, "--resume", "norm", "--save", "ft"]],
         "plot_ratio": [[*plots, "--uniform_name", "vgg_uni_s", "--methods", "uniform", "neuralscale_it1",
@@ -189,8 +204,14 @@ def invocations(tmp):
                                "--descent_idx", "0", "--json"]],
         "plot_filters": [["--prune_fname", "vgg_rec", "--record_dir", rec, "--descent_idx", "0", *out]],
         "list_architecture": [["--prune_fname", "vgg_rec", "--record_dir", rec, "--ratios", "0.5", "--plot",
-                               *out]],
-        "fit_params": [["--prune_fname", "vgg_rec", "--record_dir", rec, "--iterations", "1"]],
+                               *out],
+                              ["--prune_fname", "lsearch", "--record_dir", rec, "--ratios", "0.5", "--precision",
+                               "fp32", *latency, *out]],
+        "fit_params": [["--prune_fname", "vgg_rec", "--record_dir", rec, "--iterations", "1", "--save", "refit"],
+                       ["--prune_fname", "vgg_rec", "--record_dir", rec, "--iterations", "1", "--save", "refit",
+                        "--budget", "macs", "--overwrite"],  # another fit over the first: reads --overwrite
+                       ["--prune_fname", "lsearch", "--record_dir", rec, "--save", "lrefit", "--precision", "fp32",
+                        *latency]],
         "val_format": [["--data_dir", tmp / "val_tree", "--val_per_class", "2"]],
     }
 
@@ -211,6 +232,7 @@ def test_a_script_reads_every_flag_it_shows_and_runs_with_every_hidden_one_given
     write_search(tmp_path / "rec", "vgg_10_eff_synthetic", "vgg")  # plot_ratio_warmup's P = 10
     tiny_imagenet(tmp_path / "tiny")
     make_tree(str(tmp_path / "val_tree"), official_test=False)
+    fake_latency_tables(tmp_path / "rec")
     unread = {}
     for script, commands in invocations(tmp_path).items():
         parser = parser_of(script, monkeypatch)
@@ -220,7 +242,7 @@ def test_a_script_reads_every_flag_it_shows_and_runs_with_every_hidden_one_given
         missing = shown_flags(parser) - reads - set(NOT_ON_THIS_PATH)
         if missing:
             unread[script] = sorted(missing)
-    assert unread == {}
+    assert unread == {}, repr(unread)
     assert not (tmp_path / "ignored").exists()  # the folders a script ignores stay untouched
 
 

@@ -75,9 +75,9 @@ def test_1_a_result_without_settings_is_compared_on_all_it_holds(tmp_path):
 def test_2_a_checkpoint_of_another_schedule_is_not_continued(tmp_path, monkeypatch, capsys):
     base = [*T, "--uniform", "--ratios", "0.25", "--save", "s", "--seed", "0", "--scale_schedule", *dirs(tmp_path)]
     path = tmp_path / "plots/vgg/s_25.pk"
-    assert cli(monkeypatch, capsys, swipe_main(), *base, "--epochs", "2")[0] == 0
+    assert cli(monkeypatch, capsys, swipe_main(), *base, "--epochs", "2", "--keep_checkpoints", "all")[0] == 0
     assert io.load_result(path)["lr"] == pytest.approx([0.1, 0.001])  # 2 epochs: decays at epochs 2, 2, 3
-    path.unlink()  # a killed run: its checkpoint is at epoch 2 of 2
+    path.unlink()  # a run killed before its result: its checkpoint (kept) is at epoch 2 of 2
     code, _, err = cli(monkeypatch, capsys, swipe_main(), *base, "--epochs", "4")
     one_line_error(code, err, "s_25_checkpoint.pt", "LR [0.1 x1, 0.001 x1]", "[0.1 x1, 0.01 x1]")
     assert cli(monkeypatch, capsys, swipe_main(), *base, "--epochs", "4", "--overwrite")[0] == 0
