@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers: one thread each, or their
+    os.environ["OMP_NUM_THREADS"] = "1"  # OpenMP pools contend (one test ran 9x slower); before torch loads
 import numpy as np
 import pytest
 
