@@ -347,7 +347,7 @@ def run_search(args, *, datasets, schedule, log=log):
     """The whole search; `log` prints one line. It holds the lock <record_dir>/.<save>.lock from the first
     read of its files to the last write: a second live search of the same name is refused."""
     args = _settings(args)
-    check_pair(args.model, args.dataset, datasets)
+    check_pair(args.model, args.dataset, datasets, args.budget)
     device = resolve_device(args.device)
     writable_dir(args.record_dir, create=False)  # created once the data has loaded
     with lock.hold(lock.lock_file(args.record_dir, args.save), f"search {args.save}"):
