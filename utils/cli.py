@@ -139,12 +139,13 @@ def add_common_args(parser, outputs=tuple(OUTPUT_DIRS), inputs=COMMON):
 
 
 def add_training_args(parser, recipe, *, datasets, dataset, model, models=None, by_dataset=False,
-                      hidden=(), outputs=tuple(OUTPUT_DIRS), help=None):
+                      hidden=(), outputs=tuple(OUTPUT_DIRS), help=None, generic=False):
     """The flags of every training script (searches, swipes, train_norm, fine_tune), defaults from
     utils.train.RECIPES[recipe]. by_dataset: --epochs defaults to None, the script picks the recipe's
     epochs by data set (its help says so). `hidden`: flags accepted for the authors' command lines but
-    ignored here (Parser's ignored); `help`: {flag: text} for what differs per script."""
-    from model import ModelChoices
+    ignored here (Parser's ignored); `help`: {flag: text} for what differs per script; generic: --model
+    also takes torchvision:NAME (the searches and swipes, model/generic.py)."""
+    from model import MODELS, ModelChoices
     from utils.data import LOADERS
     from utils.train import RECIPES
     values, texts = RECIPES[recipe], {**TRAINING_HELP, **(help or {})}
@@ -154,7 +155,9 @@ def add_training_args(parser, recipe, *, datasets, dataset, model, models=None, 
 
     # VGG is the authors' CIFAR-only network: a script for TinyImageNet alone does not offer it.
     tiny_only = set(datasets) == {"tinyimagenet"}
-    add("--model", default=model, choices=tuple(models) if models else ModelChoices(("vgg",) if tiny_only else ()))
+    exclude = ("vgg",) if tiny_only else ()
+    choices = ModelChoices(exclude) if generic else tuple(m for m in MODELS if m not in exclude)
+    add("--model", default=model, choices=tuple(models) if models else choices)
     add("--dataset", default=dataset, choices=tuple(datasets))
     add("--save", default=None)
     add("--epochs", type=positive_int, default=None if by_dataset else values["epochs"])

@@ -49,6 +49,7 @@ def add_search_args(parser, recipe, *, datasets, model, dataset):
     """The search flags (the authors' spellings; defaults from utils.train.RECIPES[recipe])."""
     values = RECIPES[recipe]
     add_training_args(parser, recipe, datasets=datasets, dataset=dataset, model=model, outputs=("record_dir",),
+                      generic=True,
                       help={"--save": "run name: <record_dir>/<save>_<k>.csv, <save>.pk (required)",
                             "--epochs": "most epochs per iteration (an iteration ends when pruning is done)",
                             "--lr": "base LR of the search rule (the authors reset it to 0.1 every iteration)",
