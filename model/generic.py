@@ -148,7 +148,7 @@ class ChannelGraph:
             elif node.op == "call_method" and node.target in PASS_METHODS:
                 sig[node] = self._input(node, sig)
             elif node.op == "call_method" and node.target in SHAPE_METHODS or \
-                    node.op == "call_function" and node.target is getattr:
+                    node.op == "call_function" and node.target is getattr or _indexes_a_shape(node, sig):
                 sig[node] = None
             elif node.target in JOIN_FUNCTIONS or node.op == "call_method" and node.target in JOIN_METHODS:
                 sig[node] = self._join(node, sig)
@@ -362,6 +362,11 @@ class GatedBatchNorm(nn.Module):
         return self.gate(self.bn(x))
 
 
+def _indexes_a_shape(node, sig):
+    """x.shape[0] and the like: indexing a value with no channels (a size), not a tensor."""
+    return node.target is operator.getitem and isinstance(node.args[0], fx.Node) and sig.get(node.args[0]) is None
+
+
 def _op_name(node, modules):
     if node.op == "call_module":
         return type(modules[node.target]).__name__
@@ -443,7 +448,7 @@ class GenericSpec:
 
         widths = scaling.select_for_resource(self.NAME, self.DEFAULT_WIDTHS, ratio, target, count, method=method,
                                              resource=budget, alpha=alpha, beta=beta, pruned_widths=pruned_widths,
-                                             search=search, small_width_rules=False, round_to=round_to)
+                                             search=search, small_width_rules=False, round_to=round_to, min_width=1)
         return graph.quantise(widths, round_to)
 
 
