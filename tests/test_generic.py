@@ -1,7 +1,9 @@
 """NeuralScale on any CNN (model/generic.py, utils/generic_search.py): the traced groups match the
 hand-written networks' gates, VGG11 prunes step for step as the hand-written path does, and six
 torchvision models go through prune, fit and rebuild with their budgets met. CPU, 32x32 inputs."""
+import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -295,23 +297,23 @@ def test_refused_torchvision_model_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_search_then_swipe_on_a_torchvision_model(tmp_path):
+    """The scripts end to end (the README's commands run scaled in test_doc_commands): a 2-iteration
+    search, a swipe wider than the original, the listed budgets and the trained network's count."""
     common = ("--model", "torchvision:resnet18", "--dataset", "synthetic", "--device", "cpu", "--seed", "0",
               "--out_dir", tmp_path)
-    run_script("architecture_descent.py", *common, "--subset", "128", "--batch-size", "16", "--warmup", "0",
-               "--iterations", "2", "--prune_every", "1", "--prune_per_step", "30", "--search_ratio", "0.25",
+    run_script("architecture_descent.py", *common, "--subset", "64", "--batch-size", "16", "--warmup", "0",
+               "--iterations", "2", "--prune_every", "1", "--prune_per_step", "25", "--search_ratio", "0.25",
                "--save", "tv")
-    run_script("ratio_swipe.py", *common, "--prune_fname", "tv", "--descent_idx", "1", "--ratios", "0.5", "1.5",
-               "--epochs", "1", "--subset", "64", "--test_subset", "32", "--batch-size", "16", "--save", "tv_0")
+    run_script("ratio_swipe.py", *common, "--prune_fname", "tv", "--descent_idx", "1", "--ratios", "1.5",
+               "--epochs", "1", "--subset", "32", "--test_subset", "16", "--batch-size", "16", "--save", "tv_0")
     listed = run_script("list_architecture.py", "--model", "torchvision:resnet18", "--dataset", "synthetic",
                         "--prune_fname", "tv", "--record_dir", tmp_path / "prune_record", "--ratios", "0.5", "1.5",
                         "--json").stdout
-    import json
     rows = [json.loads(line) for line in listed.splitlines()]
     spec = get_spec("torchvision:resnet18")
     for row in rows:
         goal = spec.exact_params(spec.prepare_filters(row["ratio"], num_classes=10), 10)
         assert abs(row["params"] - goal) <= 0.005 * goal
-    import pickle
     with open(tmp_path / "saved_plots" / "torchvision:resnet18" / "tv_0_150.pk", "rb") as f:
         result = pickle.load(f)
     assert result["params"] == spec.exact_params(result["widths"], 10)
