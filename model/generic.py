@@ -68,7 +68,7 @@ class Layer:
     out: int
     groups: int = 1
     kernel: int = 1
-    bias: bool = False
+    bias: bool = False  # a conv or Linear bias; a BatchNorm's affine weight and bias
     area: int = 1
 
 
@@ -310,7 +310,9 @@ class ChannelGraph:
     def rebuild(self, template, widths):
         """A copy of `template` with every conv, BatchNorm and Linear layer re-created at these widths
         and freshly initialised (convs He-normal fan-out, BatchNorm 1 and 0, Linear PyTorch's default, as
-        torchvision's CNNs start). The widths must already be multiples of their quanta."""
+        torchvision's CNNs start), on the default device (under `with torch.device("meta")`: nothing
+        allocated, as utils.params.built_params counts). The widths must already be multiples of their
+        quanta."""
         if list(widths) != self.quantise(widths):
             raise UserError(f"widths {list(widths)} are not multiples of their groups' grouped-convolution "
                             f"counts {self.quanta}")
@@ -319,18 +321,19 @@ class ChannelGraph:
             old = model.get_submodule(layer.name)
             if layer.kind == "conv":
                 new = nn.Conv2d(c_in, c_out, old.kernel_size, old.stride, old.padding, old.dilation, groups,
-                                layer.bias, old.padding_mode, device="cpu")
+                                layer.bias, old.padding_mode)
                 nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
                 if new.bias is not None:
                     nn.init.zeros_(new.bias)
             elif layer.kind == "bn":
-                new = nn.BatchNorm2d(c_out, old.eps, old.momentum, old.affine, old.track_running_stats,
-                                     device="cpu")
+                new = nn.BatchNorm2d(c_out, old.eps, old.momentum, old.affine, old.track_running_stats)
             else:
-                new = nn.Linear(c_in, c_out, layer.bias, device="cpu")
+                new = nn.Linear(c_in, c_out, layer.bias)
             parent, _, attr = layer.name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, attr, new)
-        left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+        rebuilt = {layer.name for layer in self.layers}
+        left = [n for n, t in [*model.named_parameters(), *model.named_buffers()]
+                if t.is_meta and n.rpartition(".")[0] not in rebuilt]
         if left:
             raise UserError(f"{left[0]} is not a conv, BatchNorm or Linear weight: it cannot be rebuilt")
         return model.train()
