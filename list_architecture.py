@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from model import MODELS
+from model import ModelChoices, get_spec
 from utils import io
 from utils import scaling
 from utils.base import UserError, check_ratios, check_widths, run_main, writable_dir
@@ -30,7 +30,7 @@ TINY_RATIOS = (0.25, 0.5, 0.75, 1.0)
 
 def parse_args(argv=None):
     p = make_parser(__doc__.splitlines()[0])
-    p.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
+    p.add_argument("--model", default="vgg", choices=ModelChoices(), help="network (torchvision:NAME: any torchvision CNN, docs/generic.md)")
     p.add_argument("--dataset", default="CIFAR10", choices=sorted(NUM_CLASSES), help="data set")
     p.add_argument("--method", choices=("neuralscale", "uniform", "morph"), default=None,
                    help="width rule (default: neuralscale when --prune_fname is given, else uniform)")
@@ -57,7 +57,7 @@ def parse_args(argv=None):
 def configurations(args, ratios, targets, cost=None):
     """Yield (descent_idx, ratio, target, widths) for every requested ratio, or absolute budget in
     `targets` (`cost`: the latency model of a latency budget)."""
-    spec, num_classes = MODELS[args.model], NUM_CLASSES[args.dataset]
+    spec, num_classes = get_spec(args.model), NUM_CLASSES[args.dataset]
     points = [(None, t) for t in targets] if targets is not None else [(r, None) for r in check_ratios(ratios)]
     common = dict(num_classes=num_classes, exact=args.exact, convcut=args.convcut, budget=args.budget,
                   method=args.method, cost=cost, round_to=args.round_to)

@@ -27,7 +27,7 @@ measured (and predicted); the defaults are the paper's batch 100 in fp32 on the 
 """
 import functools
 
-from model import MODELS
+from model import ModelChoices, get_spec
 from utils import base, io, report, scaling
 from utils.base import UserError, run_main
 from utils.cli import add_budget_arg, add_round_to_arg, check_pair, latency_cost, make_parser
@@ -40,7 +40,7 @@ NAME_FLAGS = {"uniform": "uniform_name", "morphnet": "morph_name", "neuralscale_
 
 def parse_args(argv=None):
     p = make_parser(__doc__.splitlines()[0])
-    p.add_argument("--model", default="vgg", choices=tuple(MODELS), help="network")
+    p.add_argument("--model", default="vgg", choices=ModelChoices(), help="network (torchvision:NAME: any torchvision CNN, docs/generic.md)")
     p.add_argument("--dataset", default="CIFAR100", choices=sorted(NUM_CLASSES),
                    help="data set (default: CIFAR100, as the authors' plot script; the other scripts take "
                         "CIFAR10)")
@@ -80,7 +80,7 @@ def morph_pruned(args):
             f"{args.dataset} in ratio_swipe.PRUNED_FILTERS (give --morph_record)")
         return None
     return io.morph_widths(args.morph_record, args.record_dir, args.model, args.dataset, PRUNED_FILTERS,
-                           len(MODELS[args.model].DEFAULT_WIDTHS))[0]
+                           len(get_spec(args.model).DEFAULT_WIDTHS))[0]
 
 
 def build_methods(args, cost=None):
@@ -136,7 +136,7 @@ def neuralscale_method(args, key, name, record_name, idx, title, rule):
     if not report.try_record(record, label, log):
         return []
     # A parameter run reads any record, as the authors' do; a MACs or latency run only one fitted on it.
-    fits = io.load_fits(record, len(MODELS[args.model].DEFAULT_WIDTHS), budget=None if budget == "params" else budget)
+    fits = io.load_fits(record, len(get_spec(args.model).DEFAULT_WIDTHS), budget=None if budget == "params" else budget)
     if idx >= len(fits):
         log(f"note: {label} left out: {record} holds iterations 0..{len(fits) - 1}, not descent_idx {idx}")
         return []

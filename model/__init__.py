@@ -1,10 +1,45 @@
-"""The three searched networks. Each module has the same shape: DEFAULT_WIDTHS, the blocks, the
-network, build(), formula_params() (the authors' counter), exact_params() and prepare_filters()."""
+"""The searched networks. The three hand-written ones each have a module of the same shape:
+DEFAULT_WIDTHS, the blocks, the network, build(), formula_params() (the authors' counter), exact_params()
+and prepare_filters(). Any torchvision classification model is searched as `torchvision:NAME`, its
+groups, counts and rebuild found by tracing (model/generic.py), behind the same interface."""
 from model import mobilenetv2, preact_resnet, vgg
 from model.bn_init import BN_INITS  # noqa: F401 (re-exported for the flags)
 from model.gate import Gate
 
-MODELS = {"vgg": vgg, "resnet18": preact_resnet, "mobilenetv2": mobilenetv2}
+_GENERIC = {}  # "torchvision:NAME" -> its GenericSpec, traced once per process
+
+
+class _Models(dict):
+    """{name: spec} of the hand-written networks; a `torchvision:NAME` key is accepted too (traced on
+    first use) but never listed, so loops over MODELS see the three networks of the paper."""
+
+    def __missing__(self, name):
+        if not is_generic(name):
+            raise KeyError(name)
+        if name not in _GENERIC:
+            from model.generic import torchvision_spec
+            _GENERIC[name] = torchvision_spec(name)
+        return _GENERIC[name]
+
+    def __contains__(self, name):
+        return dict.__contains__(self, name) or is_generic(name)
+
+
+MODELS = _Models(vgg=vgg, resnet18=preact_resnet, mobilenetv2=mobilenetv2)
+
+
+class ModelChoices(tuple):
+    """The --model choices: the three names, and any `torchvision:NAME` (checked when it is traced)."""
+
+    def __new__(cls, exclude=()):
+        return super().__new__(cls, (*(m for m in MODELS if m not in exclude), "torchvision:NAME"))
+
+    def __contains__(self, name):
+        return name in MODELS and name in tuple(self) or is_generic(name)
+
+
+def is_generic(name):
+    return isinstance(name, str) and name.startswith("torchvision:") and len(name) > len("torchvision:")
 
 
 def get_spec(name):
@@ -18,7 +53,8 @@ def build_model(name, widths, num_classes, gates=False, convcut=False, bn_init="
 
 def architecture(model):
     """Constructor arguments of a built network, stored beside its weights in checkpoints."""
-    name = next(k for k, v in MODELS.items() if type(model).__module__ == v.__name__)
+    name = getattr(model, "spec_name", None) or next(k for k, v in MODELS.items()
+                                                     if type(model).__module__ == v.__name__)
     return {"model": name, "widths": [int(w) for w in model.widths], "num_classes": model.num_classes,
             "gates": model.gates, "convcut": model.convcut, "bn_init": model.bn_init}
 

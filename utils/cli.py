@@ -139,12 +139,13 @@ def add_common_args(parser, outputs=tuple(OUTPUT_DIRS), inputs=COMMON):
 
 
 def add_training_args(parser, recipe, *, datasets, dataset, model, models=None, by_dataset=False,
-                      hidden=(), outputs=tuple(OUTPUT_DIRS), help=None):
+                      hidden=(), outputs=tuple(OUTPUT_DIRS), help=None, generic=False):
     """The flags of every training script (searches, swipes, train_norm, fine_tune), defaults from
     utils.train.RECIPES[recipe]. by_dataset: --epochs defaults to None, the script picks the recipe's
     epochs by data set (its help says so). `hidden`: flags accepted for the authors' command lines but
-    ignored here (Parser's ignored); `help`: {flag: text} for what differs per script."""
-    from model import MODELS
+    ignored here (Parser's ignored); `help`: {flag: text} for what differs per script; generic: --model
+    also takes torchvision:NAME (the searches and swipes, model/generic.py)."""
+    from model import MODELS, ModelChoices
     from utils.data import LOADERS
     from utils.train import RECIPES
     values, texts = RECIPES[recipe], {**TRAINING_HELP, **(help or {})}
@@ -154,7 +155,9 @@ def add_training_args(parser, recipe, *, datasets, dataset, model, models=None, 
 
     # VGG is the authors' CIFAR-only network: a script for TinyImageNet alone does not offer it.
     tiny_only = set(datasets) == {"tinyimagenet"}
-    add("--model", default=model, choices=tuple(models or (m for m in MODELS if not (tiny_only and m == "vgg"))))
+    exclude = ("vgg",) if tiny_only else ()
+    choices = ModelChoices(exclude) if generic else tuple(m for m in MODELS if m not in exclude)
+    add("--model", default=model, choices=tuple(models) if models else choices)
     add("--dataset", default=dataset, choices=tuple(datasets))
     add("--save", default=None)
     add("--epochs", type=positive_int, default=None if by_dataset else values["epochs"])
@@ -221,6 +224,10 @@ def latency_cost(args, num_classes, input_size, convcut=False, log=None):
     measured once and cached beside the search records); None for the other budgets."""
     if args.budget != "latency":
         return None
+    from model import is_generic
+    if is_generic(args.model):
+        from model.generic import LATENCY_REFUSAL
+        raise UserError(LATENCY_REFUSAL)
     from utils.latency_model import predictor, table_dir
     return predictor(cache_dir=table_dir(args.record_dir), model=args.model, num_classes=num_classes,
                      input_size=input_size, device=str(resolve_device(args.device)), precision=args.precision,
@@ -263,11 +270,17 @@ def authors_name(stem, model, dataset, repetition=True):
     return f"{name}_0, the authors' name for repetition 0 of 0..4" if repetition else name
 
 
-def check_pair(model, dataset, datasets):
-    """Refuse model/dataset pairs the scripts cannot run."""
-    from model import MODELS
+def check_pair(model, dataset, datasets, budget=None):
+    """Refuse model/dataset pairs the scripts cannot run (a torchvision model is traced here, and refused
+    when its analysis fails), and a latency budget on a torchvision model."""
+    from model import MODELS, get_spec, is_generic
     if model not in MODELS:
-        raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+        raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODELS)} or torchvision:NAME")
+    if is_generic(model):
+        from model.generic import LATENCY_REFUSAL
+        if budget == "latency":
+            raise UserError(LATENCY_REFUSAL)
+        get_spec(model)
     if dataset not in datasets:
         raise UserError(f"this script does not take dataset {dataset!r}; choose one of {', '.join(datasets)}")
     if model == "vgg" and dataset == "tinyimagenet":

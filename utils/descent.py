@@ -49,6 +49,7 @@ def add_search_args(parser, recipe, *, datasets, model, dataset):
     """The search flags (the authors' spellings; defaults from utils.train.RECIPES[recipe])."""
     values = RECIPES[recipe]
     add_training_args(parser, recipe, datasets=datasets, dataset=dataset, model=model, outputs=("record_dir",),
+                      generic=True,
                       help={"--save": "run name: <record_dir>/<save>_<k>.csv, <save>.pk (required)",
                             "--epochs": "most epochs per iteration (an iteration ends when pruning is done)",
                             "--lr": "base LR of the search rule (the authors reset it to 0.1 every iteration)",
@@ -347,7 +348,7 @@ def run_search(args, *, datasets, schedule, log=log):
     """The whole search; `log` prints one line. It holds the lock <record_dir>/.<save>.lock from the first
     read of its files to the last write: a second live search of the same name is refused."""
     args = _settings(args)
-    check_pair(args.model, args.dataset, datasets)
+    check_pair(args.model, args.dataset, datasets, args.budget)
     device = resolve_device(args.device)
     writable_dir(args.record_dir, create=False)  # created once the data has loaded
     with lock.hold(lock.lock_file(args.record_dir, args.save), f"search {args.save}"):

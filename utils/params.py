@@ -1,12 +1,12 @@
 """Parameter counting: the authors' formula, the exact count of a width vector, and of a built network."""
-from model import MODELS
+from model import get_spec
 from model.gate import Gate
 
 
 def count_params(model_name, widths, num_classes, exact=False, convcut=False):
     """Trainable parameters of `model_name` with these widths: the authors' formula (default, with its
     quirks, as the tau search and the fit use it) or the exact count of the network that gets built."""
-    spec = MODELS[model_name]
+    spec = get_spec(model_name)
     if exact:
         return spec.exact_params(widths, num_classes, convcut)
     return spec.formula_params(widths, num_classes)
@@ -16,7 +16,7 @@ def count_macs(model_name, widths, num_classes, input_size, convcut=False):
     """Multiply-accumulates per image of the network these widths build, from the widths and the
     input size alone: conv and linear layers only, the usual convention (torch.utils.flop_counter
     counts the same operations, at 2 FLOPs per MAC)."""
-    return MODELS[model_name].exact_macs(widths, num_classes, input_size, convcut)
+    return get_spec(model_name).exact_macs(widths, num_classes, input_size, convcut)
 
 
 def actual_params(module):

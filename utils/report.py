@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from model import MODELS
+from model import get_spec
 from utils import io
 from utils.base import UserError, check_ratios, check_widths, resolve_device, seed_value, writable_dir
 from utils.cli import add_common_args
@@ -89,7 +89,7 @@ def default_names(model, dataset):
 
 
 def title(model, dataset):
-    return f"{MODEL_TITLES[model]} {DATASET_TITLES[dataset]}"
+    return f"{MODEL_TITLES.get(model, model)} {DATASET_TITLES[dataset]}"
 
 
 # -- what to gather ----------------------------------------------------------------------------------
@@ -145,7 +145,7 @@ def neuralscale_widths(model, dataset, record_path, descent_idx, budget="params"
     """ratio -> widths from iteration `descent_idx` of a search record (the file is read once), which
     must have been fitted on `budget`. `scaling`: prepare_filters' cost (a latency budget's model) and
     round_to."""
-    spec, num_classes = MODELS[model], NUM_CLASSES[dataset]
+    spec, num_classes = get_spec(model), NUM_CLASSES[dataset]
     fits = io.load_fits(record_path, num_layers=len(spec.DEFAULT_WIDTHS), budget=budget)
     alpha, beta = io.select_fit(fits, descent_idx, record_path)
     return lambda r: spec.prepare_filters(r, num_classes=num_classes, alpha=alpha, beta=beta,
@@ -155,13 +155,13 @@ def neuralscale_widths(model, dataset, record_path, descent_idx, budget="params"
 
 def uniform_widths(model, dataset, **scaling):
     """ratio -> uniform widths (`scaling`: budget, cost, round_to; only round_to changes them)."""
-    spec, num_classes = MODELS[model], NUM_CLASSES[dataset]
+    spec, num_classes = get_spec(model), NUM_CLASSES[dataset]
     return lambda r: spec.prepare_filters(r, num_classes=num_classes, method="uniform", **scaling)
 
 
 def morph_widths(model, dataset, pruned, **scaling):
     """ratio -> the pruned widths rescaled to the budget (`scaling`: budget, cost, round_to)."""
-    spec, num_classes = MODELS[model], NUM_CLASSES[dataset]
+    spec, num_classes = get_spec(model), NUM_CLASSES[dataset]
     return lambda r: spec.prepare_filters(r, num_classes=num_classes, pruned_widths=list(pruned), method="morph",
                                           **scaling)
 

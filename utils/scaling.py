@@ -217,13 +217,15 @@ def method_of(method, alpha, pruned_widths):
 
 
 def select_for_resource(model, template, ratio, target, count, *, method, resource, alpha, beta, pruned_widths,
-                        search, small_width_rules, round_to=1):
+                        search, small_width_rules, round_to=1, min_width=0):
     """Widths for a MACs or latency budget, for an absolute budget (`target`; else the uniform network's
     count at `ratio`), or whole multiples of `round_to`, all met within TOLERANCES[resource] (see
     meet_budget). Same precedence as select_widths; a flat fit (beta == 0) rescales alpha as a whole.
     During a search (search=True) ResNet18 and MobileNetV2
     then add 10 to widths below 10, after the budget is met, as the authors' search does: the budget
-    of a tiny network with all widths >= 10 is often out of reach, and the search prunes it anyway."""
+    of a tiny network with all widths >= 10 is often out of reach, and the search prunes it anyway.
+    min_width (model/generic.py: 1): the bisected float widths never go under it, so a group the law
+    sends below one unit keeps one instead of making the configuration worthless (a zero-unit layer)."""
     absolute = target is not None
     goal = target if absolute else count(uniform(template, ratio))
     options = {"rel_tolerance": TOLERANCES[resource], "round_to": round_to}
@@ -234,13 +236,15 @@ def select_for_resource(model, template, ratio, target, count, *, method, resour
     if method == "neuralscale" and any(beta):
         # x = ln(tau); widths grow with tau. The upper end grows until it is over the budget, the lower
         # end (tau = 1) shrinks until it is under (a latency in ms is a small tau).
-        widths = meet_budget(lambda x: power_law(alpha, beta, np.exp(x)), 0.0, math.log(max(goal, 2.0)), goal,
-                             count, grow=lambda x: x + 10, shrink=lambda x: x - 10, **options)
+        widths = meet_budget(lambda x: np.maximum(power_law(alpha, beta, np.exp(x)), min_width), 0.0,
+                             math.log(max(goal, 2.0)), goal, count, grow=lambda x: x + 10, shrink=lambda x: x - 10,
+                             **options)
     elif method == "uniform" and not absolute and round_to == 1:
         widths = uniform(template, ratio)
     else:  # x = one scale factor for every width
         base = np.asarray({"neuralscale": alpha, "morph": pruned_widths}.get(method, template), dtype=np.float64)
-        widths = meet_budget(lambda x: base * x, 0.0, 1.0, goal, count, grow=lambda x: 2 * x, **options)
+        widths = meet_budget(lambda x: np.maximum(base * x, min_width), 0.0, 1.0, goal, count, grow=lambda x: 2 * x,
+                             **options)
     if widths is None:
         step = f", widths multiples of {round_to}" if round_to > 1 else ""
         fail(model, ratio, goal, f"none within {TOLERANCES[resource]:.1%}{step}", resource, absolute)

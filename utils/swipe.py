@@ -40,11 +40,11 @@ def schedule_for(dataset):
 # -- flags --------------------------------------------------------------------------------------------
 
 def add_recipe_args(parser, recipe, *, datasets, dataset, models=None, by_dataset=False, hidden=(),
-                    help=None, outputs=("plots_dir", "models_dir")):
+                    help=None, outputs=("plots_dir", "models_dir"), generic=False):
     """The training flags (utils.cli.add_training_args) plus those of training from scratch."""
     hidden = ("--same_norm",) + tuple(hidden)  # it changes the search's normalisation only
     add_training_args(parser, recipe, datasets=datasets, dataset=dataset, model="resnet18", models=models,
-                      by_dataset=by_dataset, hidden=hidden, outputs=outputs,
+                      by_dataset=by_dataset, hidden=hidden, outputs=outputs, generic=generic,
                       help={"--model": "network (default: %(default)s, the authors' for training)",
                             **(help or {})})
     parser.add_argument("--test-batch-size", type=positive_int, default=None,
@@ -240,7 +240,7 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
     """ratio_swipe.py / imagenet_ratio_swipe.py: train one network per ratio from scratch."""
     parser = make_parser(description)
     add_recipe_args(parser, recipe, datasets=datasets, dataset=dataset,
-                    outputs=("record_dir", "plots_dir", "models_dir"))  # the search record of --prune_fname
+                    outputs=("record_dir", "plots_dir", "models_dir"), generic=True)  # record: --prune_fname
     add_swipe_args(parser, ratios)
     args = parser.parse_args(argv)
     check_recipe_args(args, datasets, swipe_name_stem(args))
