@@ -17,6 +17,13 @@ REFERENCE = REPO.parent / "shared" / "reference"
 sys.path.insert(0, str(REPO))
 
 
+def pytest_collection_modifyitems(config, items):
+    """The files with end-to-end runs (marked slow) first: with two workers (make test) the quick files
+    then fill both workers' tails, instead of one worker finishing a long file alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within stays
+
+
 @pytest.fixture
 def reference():
     """../shared/reference (the authors' published records and curves), or skip."""

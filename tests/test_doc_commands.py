@@ -27,6 +27,8 @@ import time
 import pytest
 
 from conftest import REFERENCE, REPO
+from test_latency_model import FakeDevice
+from utils import latency_model
 
 DOCS = ["README.md", *sorted(os.path.relpath(p, REPO) for p in glob.glob(str(REPO / "docs" / "*.md"))),
         "bench/README.md"]
@@ -252,6 +254,11 @@ def workspace(tmp_path_factory):
             os.symlink(REPO / name, work / name)
     (work / "saved_plots").mkdir()
     write_cifar_folders(work / "data")
+    # The latency table docs/latency.md's commands look for (VGG11, CIFAR's 10 classes at 32x32, fp32,
+    # batch 100, one thread), timed by a fake device: they reuse it and time nothing.
+    latency_model.load_table(latency_model.table_dir(work / "prune_record"),
+                             latency_model.Target("vgg", 10, 32, gates=True, threads=1), FakeDevice(),
+                             log=lambda line: None)
     (bin_dir / "python").write_text(f"#!{sys.executable} -S\n{WRAPPER}")
     (bin_dir / "make").write_text(MAKE)
     for tool in ("python", "make"):
