@@ -17,11 +17,17 @@ REFERENCE = REPO.parent / "shared" / "reference"
 sys.path.insert(0, str(REPO))
 
 
+# The longest files (make test --durations: the protocol end to end, locally and on SLURM; every
+# documented command), started first.
+LONGEST = ("test_reproduce_e2e.py", "test_doc_commands.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """The files with end-to-end runs (marked slow) first: with two workers (make test) the quick files
-    then fill both workers' tails, instead of one worker finishing a long file alone."""
+    """The longest files first, then the others with end-to-end runs (marked slow): with two workers
+    (make test) the quick files then fill both workers' tails, instead of one worker finishing a long
+    file alone."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: the order within stays
+    items.sort(key=lambda item: (item.path.name not in LONGEST, item.path not in slow_files))  # stable
 
 
 @pytest.fixture
