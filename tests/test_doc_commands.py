@@ -27,7 +27,7 @@ import time
 import pytest
 
 from conftest import REFERENCE, REPO
-from test_latency_model import FakeDevice
+from test_latency_model import table_for_scripts
 from utils import latency_model
 
 DOCS = ["README.md", *sorted(os.path.relpath(p, REPO) for p in glob.glob(str(REPO / "docs" / "*.md"))),
@@ -256,9 +256,7 @@ def workspace(tmp_path_factory):
     write_cifar_folders(work / "data")
     # The latency table docs/latency.md's commands look for (VGG11, CIFAR's 10 classes at 32x32, fp32,
     # batch 100, one thread), timed by a fake device: they reuse it and time nothing.
-    latency_model.load_table(latency_model.table_dir(work / "prune_record"),
-                             latency_model.Target("vgg", 10, 32, gates=True, threads=1), FakeDevice(),
-                             log=lambda line: None)
+    table_for_scripts(work / "prune_record", latency_model.Target("vgg", 10, 32, gates=True, threads=1))
     (bin_dir / "python").write_text(f"#!{sys.executable} -S\n{WRAPPER}")
     (bin_dir / "make").write_text(MAKE)
     for tool in ("python", "make"):

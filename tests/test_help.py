@@ -157,9 +157,9 @@ def write_search(root, name, model, iterations=1, rows=8):
 def fake_latency_tables(record_dir):
     """The latency tables --budget latency looks for (VGG11 on 32x32 synthetic, ResNet18 on 64x64
     TinyImageNet), timed by a fake device, so the latency path runs without timing anything."""
-    from test_latency_model import FakeDevice
+    from test_latency_model import table_for_scripts
     for target in (latency_model.Target("vgg", 10, 32, gates=True), latency_model.Target("resnet18", 200, 64)):
-        latency_model.load_table(latency_model.table_dir(record_dir), target, FakeDevice(), log=lambda line: None)
+        table_for_scripts(record_dir, target)
 
 
 def tiny_imagenet(root):

@@ -50,6 +50,13 @@ class FakeDevice:
         return unit_macs(probe.unit, *probe.widths) * MS_PER_MAC + UNIT_OVERHEAD
 
 
+def table_for_scripts(record_dir, target):
+    """The table of `target` timed by a fake device and cached where the scripts look for it (beside
+    the search records in `record_dir`): a script under --budget latency reuses it and times nothing."""
+    return latency_model.load_table(latency_model.table_dir(record_dir), target, FakeDevice(),
+                                    log=lambda line: None)
+
+
 def fake_table(model, classes, size, **target):
     return latency_model.build_table(latency_model.Target(model, classes, size, **target), FakeDevice(),
                                      log=lambda line: None)
@@ -290,9 +297,7 @@ def test_latency_budget_end_to_end(tmp_path):
     is timed), and every record and result says which budget made it."""
     from conftest import run_script
     rec, plots = tmp_path / "rec", tmp_path / "plots"
-    table = latency_model.load_table(latency_model.table_dir(rec), latency_model.Target("vgg", 10, 32, threads=1,
-                                                                                        gates=True),
-                                     FakeDevice(), log=lambda line: None)
+    table = table_for_scripts(rec, latency_model.Target("vgg", 10, 32, threads=1, gates=True))
     one = {"OMP_NUM_THREADS": "1"}
     folders = ["--record_dir", rec, "--plots_dir", plots, "--models_dir", tmp_path / "models", "--figs_dir",
                tmp_path / "figs"]

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO, write_fashion_mnist
 from model import MODELS
-from test_latency_model import FakeDevice
+from test_latency_model import table_for_scripts
 from utils import io, latency_model
 from utils.params import count_macs
 
@@ -26,8 +26,7 @@ def test_study_chain(tmp_path):
     data_dir, runs = tmp_path / "data", tmp_path / "runs"
     write_fashion_mnist(str(data_dir), n_train=400, n_test=120)
     target = latency_model.Target("vgg", 10, 32, "cpu", "bf16", 100, True, "cpu", threads=1)
-    table = latency_model.load_table(latency_model.table_dir(runs / "prune_record"), target, FakeDevice(),
-                                     log=lambda line: None)
+    table = table_for_scripts(runs / "prune_record", target)
     args = ["make", "--no-print-directory", "study", "INSTALLED=", f"PY={sys.executable}", f"DATA_DIR={data_dir}",
             f"STUDY_DIR={runs}", *(f"{k}={v}" for k, v in TINY.items())]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
