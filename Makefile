@@ -68,6 +68,8 @@ STUDY_BATCH ?= 64            # training minibatch                     [128]
 STUDY_TEST_BATCH ?= 200      # test minibatch: equal batches, so the per-batch mean is the accuracy  [128]
 STUDY_EPOCHS ?= 20           # training epochs per ratio, LR decays at the paper's fractions (20: the
                              # 2nd decay falls before the last quarter, as in the paper)  [300]
+STUDY_PLATEAU ?= 0.3         # then on at the last LR until the best test accuracy rose < this many
+                             # points over the last quarter of the epochs (at most 2x); empty: off  [off]
 STUDY_RATIOS ?= 0.125 0.25   # width ratios                           [0.25 .. 2.0]
 STUDY_SEEDS ?= 0 1 2         # seeds per method                       [0 1 2 3 4]
 STUDY_PRECISION ?= bf16      # training and timed arithmetic: bf16 autocast (native on this CPU)  [fp32]
@@ -85,7 +87,7 @@ STUDY_SEARCH = $(STUDY_DATA) --seed 0 --search_ratio $(STUDY_SEARCH_RATIO) --war
 # epoch's accuracy by noise, which the best-epoch statistic and the plateau check would pick up.
 STUDY_SWIPE = $(STUDY_DATA) --test_subset $(STUDY_TEST_SUBSET) --batch-size $(STUDY_BATCH) \
 	--test-batch-size $(STUDY_TEST_BATCH) --test_order fixed --epochs $(STUDY_EPOCHS) --scale_schedule \
-	--ratios $(STUDY_RATIOS) --no_latency
+	--ratios $(STUDY_RATIOS) --no_latency $(if $(strip $(STUDY_PLATEAU)),--plateau $(strip $(STUDY_PLATEAU)))
 STUDY_TABLE = --model vgg --dataset FashionMNIST $(STUDY_DIRS) $(STUDY_LATENCY) --ratios $(STUDY_RATIOS) \
 	--seeds $(STUDY_SEEDS) --methods uniform morphnet neuralscale_it15 --late_idx $(STUDY_LAST_IDX) \
 	--morph_record fmnist_morph --uniform_name vgg_uni_fmnist $(STUDY_TABLE_FLAGS)

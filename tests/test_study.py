@@ -1,6 +1,7 @@
 """`make study` (issue 22) at a tiny scale: the Makefile's own chain on Fashion-MNIST IDX files written
 here, with a latency table the test wrote where the chain looks for it (nothing is timed)."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,4 +57,12 @@ def test_study_chain(tmp_path):
         assert heading in proc.stdout
     assert proc.stdout.count("| Uniform Scale (Baseline) | 0.25 |") == 3
     assert proc.stdout.count("NeuralScale (Iteration = 2) | 0.25 |") == 3
-    assert proc.stdout.count("Plateau: over the last quarter of the 2 epochs") == 3
+    # Every network trained to a plateau (--plateau 0.3): 2 epochs, or on to at most 4.
+    evidence = re.findall(r"Plateau: over the last quarter of the ([0-9/]+) epochs the best test accuracy rose by "
+                          r"at most ([0-9.]+) points", proc.stdout)
+    assert len(evidence) == 3
+    assert all(set(map(int, epochs.split("/"))) <= {2, 3, 4} for epochs, _ in evidence)
+    for path in plots.glob("*.pk"):
+        result = io.load_result(path)
+        assert result["settings"]["plateau"] == 0.3 and 2 <= result["epochs_run"] <= 4
+        assert result["plateau_gain"] < 0.3 or result["epochs_run"] == 4

@@ -20,7 +20,7 @@ GROUPS = {
                          "late_name", "li_name", "convcut_name", "macs_name"),
     "training recipe": ("epochs", "batch_size", "test_batch_size", "lr", "momentum", "weight_decay", "warmup",
                         "iterations", "prune_every", "prune_per_step", "prune_fraction", "precision",
-                        "scale_schedule"),
+                        "scale_schedule", "plateau", "plateau_max"),
     "budget": ("budget", "ratios", "target_params", "target_macs", "target_latency", "latency_batch",
                "latency_clock", "round_to", "search_ratio", "ratio", "exact"),
     "outputs": ("save", "out_dir", "record_dir", "plots_dir", "models_dir", "figs_dir", "keep_checkpoints", "json",

@@ -24,6 +24,7 @@ from utils.base import UserError, check_ratios, check_widths, resolve_device, se
 from utils.cli import add_common_args
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import built_params, count_macs, count_params
+from utils.train import plateau_gain
 
 # Table order follows the paper (Table 1, then ConvCut as in Supplementary Table 5).
 METHOD_LABELS = {
@@ -224,14 +225,6 @@ def read_seeds(plots_dir, model, name, ratio, seeds, widths=None, log=None):
         found[seed] = (float(test_acc.max()), float(test_acc[-1]),
                        None if latency is None else float(latency), test_acc.size, plateau_gain(test_acc))
     return found
-
-
-def plateau_gain(test_acc):
-    """How much the best test accuracy rose over the last quarter of the epochs (ceil(E / 4) of E):
-    near 0 when the accuracy has plateaued."""
-    last = math.ceil(len(test_acc) / 4)
-    earlier = test_acc[:len(test_acc) - last]
-    return float(test_acc.max() - earlier.max()) if earlier.size else None
 
 
 def summarise(row, found):

@@ -33,8 +33,8 @@ from utils.data import IMAGE_SIZE, NUM_CLASSES, get_loaders
 from utils.latency import latency_cache_dir, network_latency
 from utils.params import actual_params, count_macs
 from utils.progress import EpochCSV, timestamp
-from utils.train import (choose_seed, evaluate, load_checkpoint, lr_for_epoch, make_optimizer, set_lr,
-                         train_epoch)
+from utils.train import (choose_seed, evaluate, load_checkpoint, lr_for_epoch, make_optimizer, plateau_gain,
+                         set_lr, train_epoch)
 
 CURVE_KEYS = ("train_acc", "train_loss", "test_acc", "test_loss", "train_acc_dataset",
               "test_acc_dataset", "lr")
@@ -124,7 +124,7 @@ def differing(stored, wanted):
 
 
 def describe(stored, wanted, keys):
-    return ", ".join(f"{k}: {stored.get(k)!r} there, {wanted[k]!r} now" for k in keys)
+    return ", ".join(f"{k}: {stored.get(k)!r} there, {wanted.get(k)!r} now" for k in keys)
 
 
 def other_settings(path, what, stored, wanted, keys):
@@ -152,11 +152,12 @@ def finished(path, wanted, overwrite, note=log):
     else:
         stored, unknown = legacy_settings(old, wanted)
     stored["ratio"] = None if old["ratio"] is None else float(old["ratio"])  # None: an absolute budget
-    if stored.get("epochs") != len(old["test_acc"]) and not overwrite:  # cut short, or edited by hand
+    if not complete(stored, len(old["test_acc"])) and not overwrite:  # cut short, or edited by hand
         raise UserError(f"{path} holds {len(old['test_acc'])} epochs of curves but says its run had "
-                        f"{stored.get('epochs')}: not a finished run; use another --save, or --overwrite to "
+                        f"{epochs_said(stored)}: not a finished run; use another --save, or --overwrite to "
                         f"replace it")
     keys = [k for k in differing(stored, wanted) if k not in unknown]
+    keys += [k for k in OPT_IN_KEYS if k in stored and k not in wanted]  # made with it, asked without
     if keys and overwrite:
         note(f"{path}: replacing a result of other settings ({describe(stored, wanted, keys)})")
         return False
@@ -171,6 +172,24 @@ def finished(path, wanted, overwrite, note=log):
                         f"(the authors' published results are such files); use another --save, or "
                         f"--overwrite to replace it")
     return True
+
+
+# Settings stored only when their flag is on, whose runs differ from those without it.
+OPT_IN_KEYS = ("plateau", "plateau_max")
+
+
+def complete(stored, n):
+    """Whether n epochs of curves finish a run of the settings `stored`: its --epochs, or under --plateau
+    (train_run) at least --epochs and at most --plateau_max."""
+    if stored.get("plateau") is None:
+        return stored.get("epochs") == n
+    return isinstance(stored.get("epochs"), int) and stored["epochs"] <= n <= stored.get("plateau_max", -1)
+
+
+def epochs_said(stored):
+    if stored.get("plateau") is None:
+        return stored.get("epochs")
+    return f"{stored.get('epochs')} to {stored.get('plateau_max')} (--plateau {stored['plateau']:g})"
 
 
 # What a result without "settings" may still hold about its run (this project wrote them before
@@ -233,8 +252,8 @@ def _resume(net, optimizer, path, device, fingerprint, epochs, lrs):
     if changed:
         raise other_settings(path, "a checkpoint", old, {**dict.fromkeys(old), **fingerprint}, changed)
     if done > epochs:
-        raise UserError(f"{path} is at epoch {done}, past --epochs {epochs}; raise --epochs, use another "
-                        f"--save, or --overwrite to start over")
+        raise UserError(f"{path} is at epoch {done}, past this run's last possible epoch {epochs}; raise "
+                        f"--epochs, use another --save, or --overwrite to start over")
     if not same_lrs(curves["lr"], lrs[:done]):
         raise UserError(f"{path} trained epochs 1..{done} at the LR {lr_summary(curves['lr'])}, this run's "
                         f"schedule gives {lr_summary(lrs[:done])} (--epochs moves the decays under "
@@ -312,13 +331,18 @@ def _epoch_line(name, epoch, epochs, lr, train, test, best, seconds, position):
 
 def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, momentum, weight_decay,
               checkpoint_path, best_path, fingerprint, name, precision="fp32", scale_schedule=False,
-              overwrite=False, csv_path=None, position=None):
+              overwrite=False, csv_path=None, position=None, plateau=None, plateau_max=None):
     """Train `net` (already on `device`, see prepare_model) for `epochs`, resuming from
     `checkpoint_path` when it holds this run (same fingerprint). A checkpoint of another run is
     refused, or with `overwrite` left to be replaced. `best_path` None: no best-epoch file. `csv_path`:
     the per-epoch CSV (utils.progress); `position`: where this run sits in its command (the epoch line's
-    ratio k/n, elapsed time and ETA). Returns the curves (lists, one value per epoch) and the best epoch."""
+    ratio k/n, elapsed time and ETA). `plateau` (points, beyond the paper): after the `epochs` of the
+    schedule, go on at its last LR one epoch at a time until the best test accuracy rose by less than
+    `plateau` over the last quarter of the epochs run (utils.train.plateau_gain), or `plateau_max` epochs
+    in all. Returns the curves (lists, one value per epoch) and the best epoch."""
     lrs = lr_curve(schedule, lr, epochs, scale_schedule)
+    if plateau is not None:
+        lrs += [lrs[-1]] * (plateau_max - epochs)
     optimizer, start, curves, best = _start(net, (lr, momentum, weight_decay), device, checkpoint_path,
                                             fingerprint, lrs, name, overwrite)
     epoch_csv = EpochCSV(csv_path, EPOCH_COLUMNS) if csv_path else None
@@ -327,7 +351,11 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
     if position:
         position.clock.skip((start - 1) * position.cost)
     arch = architecture(net)
-    for epoch in range(start, epochs + 1):
+    for epoch in range(start, len(lrs) + 1):
+        if epoch > epochs and plateaued(curves["test_acc"], plateau):
+            break
+        if epoch > epochs and position:
+            position.clock.add(position.cost)  # one more epoch than the schedule's
         epoch_lr = lrs[epoch - 1]  # from the epoch number; args stay untouched
         set_lr(optimizer, epoch_lr)
         t0 = time.perf_counter()
@@ -346,9 +374,17 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
             epoch_csv.append(epoch_rows(curves, epoch - 1)[0])
         if position:
             position.clock.advance(position.cost)
-        log(_epoch_line(name, epoch, epochs, epoch_lr, train, test, best, time.perf_counter() - t0, position))
+        log(_epoch_line(name, epoch, epochs if epoch <= epochs else f"{epochs}+", epoch_lr, train, test, best,
+                        time.perf_counter() - t0, position))
     accel.empty_cache(device)
     return curves, best[1]
+
+
+def plateaued(test_acc, plateau):
+    """Whether a --plateau run may stop: its best test accuracy rose by less than `plateau` points over
+    the last quarter of its epochs."""
+    gain = plateau_gain(test_acc)
+    return gain is not None and gain < plateau
 
 
 def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs, extra=None):
@@ -366,6 +402,7 @@ def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs,
         "final_test_acc": curves["test_acc"][-1], "final_test_acc_dataset": curves["test_acc_dataset"][-1],
         "best_test_acc": max(curves["test_acc"]),
         "best_epoch": int(np.argmax(curves["test_acc"])) + 1,
+        "epochs_run": len(curves["test_acc"]), "plateau_gain": plateau_gain(curves["test_acc"]),
     })
     result.update(extra or {})
     return result
@@ -384,14 +421,23 @@ def fingerprint_of(args, **more):
           "scale_schedule": bool(getattr(args, "scale_schedule", False))}
     if args.deterministic:  # only when on, so the settings of runs before the flag existed still match
         fp["deterministic"] = True
+    if getattr(args, "plateau", None) is not None:  # likewise
+        fp.update(plateau=float(args.plateau), plateau_max=plateau_max(args))
     fp.update(more)
     return fp
 
 
+def plateau_max(args):
+    """--plateau_max, by default twice --epochs."""
+    return int(args.plateau_max or 2 * args.epochs)
+
+
 def run_options(args):
     """train_run's keyword arguments that come straight from the flags."""
+    plateau = getattr(args, "plateau", None)
     return {"precision": args.precision, "scale_schedule": bool(getattr(args, "scale_schedule", False)),
-            "overwrite": args.overwrite}
+            "overwrite": args.overwrite, "plateau": plateau,
+            "plateau_max": None if plateau is None else plateau_max(args)}
 
 
 def load_data(args, device):

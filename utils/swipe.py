@@ -11,7 +11,7 @@ import numpy as np
 from model import build_model, get_spec
 from utils import accel, io, run, scaling
 from utils.accel import set_deterministic, set_precision
-from utils.base import (UserError, check_ratios, check_sgd, check_widths, log, positive_int,
+from utils.base import (UserError, check_positive, check_ratios, check_sgd, check_widths, log, positive_int,
                         resolve_device)
 from utils.cli import (add_budget_arg, add_round_to_arg, add_training_args, authors_name, check_pair, latency_cost,
                        make_parser, require_save)
@@ -121,6 +121,24 @@ def add_swipe_args(parser, ratios):
     parser.add_argument("--exact", action="store_true",
                         help="tau search on the exact parameter count of the built network instead "
                              "of the authors' formula (--budget params at a ratio)")
+    parser.add_argument("--plateau", type=float, default=None, metavar="POINTS",
+                        help="beyond the paper: after --epochs, go on at the schedule's last LR one epoch at a "
+                             "time until the best test accuracy rose by less than POINTS over the last quarter "
+                             "of the epochs run; the result stores epochs_run and plateau_gain (default: off, "
+                             "exactly --epochs)")
+    parser.add_argument("--plateau_max", type=positive_int, default=None, metavar="EPOCHS",
+                        help="with --plateau: at most this many epochs in all (default: twice --epochs)")
+
+
+def check_plateau(args):
+    """--plateau: a positive number of points; --plateau_max: with it, and not below --epochs."""
+    if args.plateau is None:
+        if args.plateau_max is not None:
+            raise UserError("--plateau_max needs --plateau")
+        return
+    check_positive("--plateau", args.plateau)
+    if args.plateau_max is not None and args.plateau_max < args.epochs:
+        raise UserError(f"--plateau_max {args.plateau_max} is below --epochs {args.epochs}")
 
 
 # -- width plans --------------------------------------------------------------------------------------
@@ -244,6 +262,7 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
     add_swipe_args(parser, ratios)
     args = parser.parse_args(argv)
     check_recipe_args(args, datasets, swipe_name_stem(args))
+    check_plateau(args)
     device = resolve_device(args.device)
     method = choose_method(args)
     num_classes = NUM_CLASSES[args.dataset]

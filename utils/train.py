@@ -171,6 +171,16 @@ def lr_for_epoch(schedule, epoch, base_lr=_SGD["lr"], warmup=_SEARCH["warmup"], 
     return after / SEARCH_DECAY ** ((last_decay - warmup) // SEARCH_EVERY)
 
 
+def plateau_gain(test_acc):
+    """How much the best test accuracy rose over the last quarter of the epochs (the last ceil(E / 4) of
+    E): near 0 once the accuracy has plateaued; None for a run too short to have a quarter before it."""
+    test_acc = np.asarray(test_acc, dtype=np.float64).ravel()
+    last = -(-test_acc.size // 4)
+    earlier = test_acc[:test_acc.size - last]
+    # rounded: accuracies are sums of per-batch percentages, 0.3 must not read as 0.30000000000000004
+    return round(float(test_acc.max() - earlier.max()), 9) if earlier.size else None
+
+
 def prepare_model(model, device, channels_last=None):
     """Move a freshly built network to `device`, with channels_last weights (the same arithmetic in
     another memory layout; default: on CUDA only) and cuDNN autotuning on CUDA. Call it after
