@@ -179,7 +179,9 @@ class ChannelGraph:
         self.quantum[a] = math.lcm(self.quantum[a], self.quantum[b])
 
     # -- tracing --------------------------------------------------------------------------------------
-    def _analyse(self, module, input_size, in_channels):
+    @staticmethod
+    def _shaped(module, input_size, in_channels):
+        """The traced module, each tensor's shape in node.meta["shape"]; UserError when it cannot be."""
         try:
             gm = _trace(module)
         except Exception as err:  # noqa: BLE001 (fx raises many kinds; each is a refusal of this model)
@@ -193,6 +195,10 @@ class ChannelGraph:
             cause = err.__cause__ or err
             first = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
             raise UserError(f"the model does not run on a {input_size}x{input_size} input ({first})") from None
+        return gm
+
+    def _analyse(self, module, input_size, in_channels):
+        gm = self._shaped(module, input_size, in_channels)
         modules = dict(gm.named_modules())
         sig, seen = {}, set()
         functions = _pass_functions()
