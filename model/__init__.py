@@ -51,8 +51,8 @@ def generic_spec(name, grouping):
 
 def check_grouping(name, grouping):
     """Refuse a grouping other than the default on a hand-written network (and an unknown one)."""
-    from model.generic import check_grouping as known
-    if known(grouping) != "traced" and not is_generic(name):
+    from model.generic import known_grouping
+    if known_grouping(grouping) != "traced" and not is_generic(name):
         from utils.base import UserError
         raise UserError(HANDWRITTEN_GROUPING)
     return grouping

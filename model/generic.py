@@ -87,7 +87,7 @@ def _trace(module):
         module.train(was_training)
 
 
-def check_grouping(grouping):
+def known_grouping(grouping):
     if grouping not in GROUPINGS:
         raise UserError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
     return grouping
@@ -128,7 +128,7 @@ class Projection:
     skip: int
     out: int
     bias: bool
-    bn: str
+    bn: "str | None"
     affine: bool
     area: int
 
@@ -139,7 +139,7 @@ class ChannelGraph:
     def __init__(self, module, input_size, in_channels=3, grouping="traced"):
         self.parent, self.size, self.fixed, self.quantum = [], [], [], []
         self.layers, self.bn_order = [], []
-        self.grouping = check_grouping(grouping)
+        self.grouping = known_grouping(grouping)
         self.projections, self.added, self.derived = [], set(), {}
         self._passing, self._layer_at = set(), {}  # during the analysis: pass-through nodes, layer nodes
         self.input_size = input_size
@@ -586,7 +586,7 @@ class GenericSpec:
 
     def __init__(self, name, make, *, input_size=None, in_channels=3, grouping="traced"):
         self.NAME, self.make, self.in_channels = name, make, in_channels
-        self.grouping = check_grouping(grouping)
+        self.grouping = known_grouping(grouping)
         self.fixed_input = input_size  # None: the data set's (scaling.input_size)
         self._graphs = {}
         self.DEFAULT_WIDTHS = list(self.graph(10).widths)
