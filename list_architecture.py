@@ -20,7 +20,8 @@ from model import ModelChoices, get_spec
 from utils import io
 from utils import scaling
 from utils.base import UserError, check_ratios, check_widths, run_main, writable_dir
-from utils.cli import add_budget_arg, add_common_args, add_round_to_arg, check_pair, latency_cost, make_parser
+from utils.cli import (add_budget_arg, add_common_args, add_grouping_arg, add_round_to_arg, check_pair, latency_cost,
+                       make_parser)
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import built_params, count_macs
 
@@ -46,6 +47,7 @@ def parse_args(argv=None):
                    help="instead of --ratios: absolute budgets in predicted ms per batch on --device, e.g. 12ms")
     add_budget_arg(p, default=None, precision=True)
     add_round_to_arg(p)
+    add_grouping_arg(p)
     p.add_argument("--exact", action="store_true", help="tau search on the exact parameter count")
     p.add_argument("--convcut", action="store_true", help="all shortcuts convolutional")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -57,7 +59,7 @@ def parse_args(argv=None):
 def configurations(args, ratios, targets, cost=None):
     """Yield (descent_idx, ratio, target, widths) for every requested ratio, or absolute budget in
     `targets` (`cost`: the latency model of a latency budget)."""
-    spec, num_classes = get_spec(args.model), NUM_CLASSES[args.dataset]
+    spec, num_classes = get_spec(args.model, args.grouping), NUM_CLASSES[args.dataset]
     points = [(None, t) for t in targets] if targets is not None else [(r, None) for r in check_ratios(ratios)]
     common = dict(num_classes=num_classes, exact=args.exact, convcut=args.convcut, budget=args.budget,
                   method=args.method, cost=cost, round_to=args.round_to)
@@ -72,7 +74,7 @@ def configurations(args, ratios, targets, cost=None):
             yield None, r, t, spec.prepare_filters(r, target=t, pruned_widths=pruned, **common)
     else:
         path = io.resolve_record(args.record_dir, args.prune_fname)
-        fits = io.load_fits(path, num_layers=len(spec.DEFAULT_WIDTHS), budget=args.budget)
+        fits = io.load_fits(path, num_layers=len(spec.DEFAULT_WIDTHS), budget=args.budget, grouping=args.grouping)
         indices = args.descent_idx if args.descent_idx is not None else range(len(fits))
         for idx in indices:
             alpha, beta = io.select_fit(fits, idx, path)
@@ -117,8 +119,8 @@ def point_name(ratio, target, budget):
 def print_row(args, idx, ratio, target, widths, cost):
     """One configuration: a JSON object (--json) or a line of text."""
     num_classes = NUM_CLASSES[args.dataset]
-    params = built_params(args.model, widths, num_classes, convcut=args.convcut)
-    macs = count_macs(args.model, widths, num_classes, IMAGE_SIZE[args.dataset], args.convcut)
+    params = built_params(args.model, widths, num_classes, convcut=args.convcut, grouping=args.grouping)
+    macs = count_macs(args.model, widths, num_classes, IMAGE_SIZE[args.dataset], args.convcut, args.grouping)
     latency = None if cost is None else round(float(cost(widths)), 4)
     if args.json:
         print(json.dumps({"model": args.model, "dataset": args.dataset, "method": args.method,
@@ -126,7 +128,8 @@ def print_row(args, idx, ratio, target, widths, cost):
                           "macs": macs, "budget": args.budget,
                           **({} if target is None else {"target": target}),
                           **({} if latency is None else {"latency_predicted_ms": latency}),
-                          **({} if args.round_to == 1 else {"round_to": args.round_to})}))
+                          **({} if args.round_to == 1 else {"round_to": args.round_to}),
+                          **({} if args.grouping == "traced" else {"grouping": args.grouping})}))
         return
     where = f"iteration {idx + 1:2d} (descent_idx {idx:2d})  " if idx is not None else ""
     predicted = "" if latency is None else f"  latency {latency:8.2f} ms (predicted)"
@@ -136,7 +139,7 @@ def print_row(args, idx, ratio, target, widths, cost):
 
 def main(argv=None):
     args = parse_args(argv)
-    check_pair(args.model, args.dataset, tuple(NUM_CLASSES))
+    check_pair(args.model, args.dataset, tuple(NUM_CLASSES), grouping=args.grouping)
     if args.method is None:
         args.method = "neuralscale" if args.prune_fname else "uniform"
     if args.method == "neuralscale" and not args.prune_fname:

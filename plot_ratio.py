@@ -30,7 +30,7 @@ import functools
 from model import ModelChoices, get_spec
 from utils import base, io, report, scaling
 from utils.base import UserError, run_main
-from utils.cli import add_budget_arg, add_round_to_arg, check_pair, latency_cost, make_parser
+from utils.cli import add_budget_arg, add_grouping_arg, add_round_to_arg, check_pair, latency_cost, make_parser
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 
 NAME_FLAGS = {"uniform": "uniform_name", "morphnet": "morph_name", "neuralscale_it1": "early_name",
@@ -65,6 +65,7 @@ def parse_args(argv=None):
                                          "(default: the authors' name)")
     add_budget_arg(p, precision=True)
     add_round_to_arg(p)
+    add_grouping_arg(p)
     report.add_output_args(p)
     return p.parse_args(argv)
 
@@ -80,7 +81,7 @@ def morph_pruned(args):
             f"{args.dataset} in ratio_swipe.PRUNED_FILTERS (give --morph_record)")
         return None
     return io.morph_widths(args.morph_record, args.record_dir, args.model, args.dataset, PRUNED_FILTERS,
-                           len(get_spec(args.model).DEFAULT_WIDTHS))[0]
+                           len(get_spec(args.model, args.grouping).DEFAULT_WIDTHS))[0]
 
 
 def build_methods(args, cost=None):
@@ -90,7 +91,7 @@ def build_methods(args, cost=None):
     names.update({m: getattr(args, flag) for m, flag in NAME_FLAGS.items() if getattr(args, flag)})
     label = report.METHOD_LABELS
     rule = {"budget": args.budget, "cost": cost, "round_to": args.round_to}
-    uniform = report.uniform_widths(args.model, args.dataset, **rule)
+    uniform = report.uniform_widths(args.model, args.dataset, args.grouping, **rule)
     wanted = set(args.methods)
     if args.model == "vgg":
         wanted.discard("convcut")  # VGG has no shortcuts
@@ -112,7 +113,8 @@ def build_methods(args, cost=None):
             pruned = morph_pruned(args)
             if pruned is not None:
                 methods.append(report.Method(key, label[key], names[key],
-                                             report.morph_widths(args.model, args.dataset, pruned, **rule),
+                                             report.morph_widths(args.model, args.dataset, pruned, args.grouping,
+                                                                 **rule),
                                              budget=args.budget))
         elif key == "convcut":
             methods.append(report.Method(key, label[key], names[key], uniform, convcut=True))
@@ -136,17 +138,18 @@ def neuralscale_method(args, key, name, record_name, idx, title, rule):
     if not report.try_record(record, label, log):
         return []
     # A parameter run reads any record, as the authors' do; a MACs or latency run only one fitted on it.
-    fits = io.load_fits(record, len(get_spec(args.model).DEFAULT_WIDTHS), budget=None if budget == "params" else budget)
+    fits = io.load_fits(record, len(get_spec(args.model, args.grouping).DEFAULT_WIDTHS),
+                        budget=None if budget == "params" else budget, grouping=args.grouping)
     if idx >= len(fits):
         log(f"note: {label} left out: {record} holds iterations 0..{len(fits) - 1}, not descent_idx {idx}")
         return []
-    widths = report.neuralscale_widths(args.model, args.dataset, record, idx, **rule)
+    widths = report.neuralscale_widths(args.model, args.dataset, record, idx, grouping=args.grouping, **rule)
     return [report.Method(key, title, name, widths, budget=budget)]
 
 
 def main(argv=None):
     args = parse_args(argv)
-    check_pair(args.model, args.dataset, tuple(NUM_CLASSES))
+    check_pair(args.model, args.dataset, tuple(NUM_CLASSES), grouping=args.grouping)
     ratios = report.checked_ratios(args, args.dataset)
     if min(args.early_idx, args.late_idx) < 0:
         raise UserError("--early_idx and --late_idx count iterations from 0")
@@ -158,7 +161,8 @@ def main(argv=None):
     equal = "" if args.budget == "params" else f", equal {scaling.RESOURCE_WORDS[args.budget]}"
     report.emit(args, build_methods(args, cost), model=args.model, dataset=args.dataset, ratios=ratios,
                 heading=report.title(args.model, args.dataset) + equal, log=log, only=args.x,
-                kind="acc" if args.budget == "params" else f"acc_equal_{args.budget}", protocol=protocol, cost=cost)
+                kind="acc" if args.budget == "params" else f"acc_equal_{args.budget}", protocol=protocol, cost=cost,
+                grouping=args.grouping)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """NeuralScale on any CNN (model/generic.py, utils/generic_search.py): the traced groups match the
-hand-written networks' gates, VGG11 prunes step for step as the hand-written path does, and six
-torchvision models go through prune, fit and rebuild with their budgets met. CPU, 32x32 inputs."""
+hand-written networks' gates (all of them with grouping="authors"), VGG11 prunes step for step as the
+hand-written path does, and six torchvision models go through prune, fit and rebuild with their
+budgets met. CPU, 32x32 inputs."""
 import json
 import math
 import pickle
@@ -11,10 +12,13 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+import list_architecture
 from conftest import assert_one_line_error, run_script
 from model import build_model, gates_of, get_spec, mobilenetv2, preact_resnet, vgg
+from utils import io, report
 from model.generic import ChannelGraph, GatedBatchNorm, GenericSpec
 from utils.base import UserError
+from utils.cli import check_pair
 from utils.fit import fit_power_law
 from utils.generic_search import neuralscale
 from utils.params import actual_params
@@ -22,11 +26,12 @@ from utils.prune import TaylorFOPruner
 from utils.train import make_optimizer
 
 TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf")
+AUTHORS_TORCHVISION = ("resnet18 authors", "mobilenet_v2 authors")  # grouping="authors"
 
 
-def handwritten(name, widths, **kwargs):
+def handwritten(name, widths, grouping="traced", **kwargs):
     """The GenericSpec of a hand-written network built at `widths` (its own code stays untouched)."""
-    return GenericSpec(name, lambda classes: build_model(name, widths, classes, **kwargs))
+    return GenericSpec(name, lambda classes: build_model(name, widths, classes, **kwargs), grouping=grouping)
 
 
 def batches(n, size=4, classes=10, seed=0):
@@ -108,6 +113,62 @@ def test_vgg11_prunes_step_for_step_as_the_handwritten_path():
     assert outcomes.count("pruned") >= 10 and pruners[0].rows == pruners[1].rows
 
 
+# -- grouping="authors": the hand-written networks' own groups ---------------------------------------
+
+# (name, module, classes, build flags): VGG11, ResNet18 with identity and with conv shortcuts, MobileNetV2
+# with conv shortcuts where the default widths differ and everywhere.
+AUTHORS_CASES = [("vgg", vgg, 10, {}), ("resnet18", preact_resnet, 10, {}),
+                 ("resnet18", preact_resnet, 10, {"convcut": True}), ("mobilenetv2", mobilenetv2, 100, {}),
+                 ("mobilenetv2", mobilenetv2, 100, {"convcut": True})]
+
+
+def gate_bns(name, net):
+    """The BatchNorms each hand-written gate follows, gate by gate: VGG11's and ResNet18's gate_x follows
+    bn_x; MobileNetV2's block gate follows the add of its branch's last BatchNorm and its shortcut's."""
+    gates = [n for n, m in net.named_modules() if type(m).__name__ == "Gate"]
+    if name != "mobilenetv2":
+        return [[g.replace("gate", "bn")] for g in gates]
+    blocks = [[f"stages.{j}.shortcut.1"] * (block.shortcut is not None) + [f"stages.{j}.residual.7"]
+              for j, block in enumerate(net.stages)]
+    assert len(gates) == len(blocks) + 2
+    return [["pre.bn"], *blocks, ["conv1.bn"]]
+
+
+@pytest.mark.parametrize("name, module, classes, kwargs", AUTHORS_CASES)
+def test_authors_grouping_gives_the_handwritten_gates_and_counts(name, module, classes, kwargs):
+    graph = handwritten(name, module.DEFAULT_WIDTHS, "authors", **kwargs).graph(classes)
+    assert graph.widths == module.DEFAULT_WIDTHS  # number, sizes and order
+    assert graph.bns == gate_bns(name, build_model(name, module.DEFAULT_WIDTHS, classes, gates=True, **kwargs))
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # distinct widths: every identity shortcut of the hand-written net becomes a conv
+        widths = [int(w) for w in rng.choice(np.arange(8, 400), size=len(graph.widths), replace=False)]
+        convcut = kwargs.get("convcut", False)
+        assert graph.params(widths) == module.exact_params(widths, classes, convcut=convcut)
+        assert graph.macs(widths) == module.exact_macs(widths, classes, 32, convcut=convcut)
+
+
+@pytest.mark.parametrize("name, module, classes, projections", [("resnet18", preact_resnet, 10, 5),
+                                                                 ("mobilenetv2", mobilenetv2, 100, 10)])
+def test_authors_rebuild_projects_the_identity_shortcuts(name, module, classes, projections):
+    """The rebuilt network at distinct widths: one projection per identity shortcut of the template,
+    shaped as the hand-written shortcut conv (ResNet18: no bias, no BatchNorm; MobileNetV2: bias and
+    BatchNorm), and its parameters and MACs are the hand-written network's."""
+    spec = handwritten(name, module.DEFAULT_WIDTHS, "authors")
+    widths = [int(w) for w in np.random.default_rng(1).choice(np.arange(8, 48), size=len(module.DEFAULT_WIDTHS),
+                                                              replace=False)]
+    net = spec.build(widths, classes)
+    added = list(net.neuralscale_projections)
+    assert len(added) == projections
+    for layer in added:
+        conv = layer if name == "resnet18" else layer[0]
+        assert conv.kernel_size == (1, 1) and conv.stride == (1, 1) and (conv.bias is None) == (name == "resnet18")
+        assert name == "resnet18" or isinstance(layer[1], nn.BatchNorm2d)
+    theirs = build_model(name, widths, classes)
+    assert actual_params(net) == actual_params(theirs) == module.exact_params(widths, classes)
+    assert conv_macs(net) == conv_macs(theirs) == module.exact_macs(widths, classes, 32)
+    net(torch.randn(2, 3, 32, 32)).sum().backward()
+
+
 # (divisor of the default widths, input size): small enough for seconds on a CPU. MobileNetV2's record
 # is short (its 8-unit groups meet the last-unit rule within a few steps on random data), so its fit
 # may be the authors' flat fallback, whose widths are alpha rescaled by the same bisection.
@@ -120,27 +181,35 @@ HANDWRITTEN = {"vgg": (vgg, 10, 4, 32, 0.02), "resnet18": (preact_resnet, 10, 4,
 
 @pytest.fixture(scope="module")
 def handwritten_laws():
-    """The generic path (utils/generic_search.py) on each hand-written network, scaled down."""
+    """The generic path (utils/generic_search.py) on each hand-written network, scaled down; and on
+    ResNet18 (identity shortcuts) and MobileNetV2 under grouping="authors"."""
     laws = {}
-    for name, (module, classes, divisor, size, lr) in HANDWRITTEN.items():
+    cases = [(name, "traced") for name in HANDWRITTEN] + [("resnet18", "authors"), ("mobilenetv2", "authors")]
+    for name, grouping in cases:
+        module, classes, divisor, size, lr = HANDWRITTEN[name]
         torch.manual_seed(0)
         net = build_model(name, [w // divisor for w in module.DEFAULT_WIDTHS], classes)
         units = sum(w // divisor for w in module.DEFAULT_WIDTHS)
         data = [(x[:, :, :size, :size], y) for x, y in batches(40, size=2, classes=classes)]
-        laws[name] = neuralscale(net, data, ratios=(0.25, 1.0, 2.0), prune_every=1, prune_per_step=max(4, units // 30),
-                                 epochs=4, lr=lr, name=name)
+        law = neuralscale(net, data, ratios=(0.25, 1.0, 2.0), prune_every=1, prune_per_step=max(4, units // 30),
+                          epochs=4, lr=lr, name=name, grouping=grouping)
+        laws[name if grouping == "traced" else f"{name} {grouping}"] = law
     return laws
 
 
-@pytest.mark.parametrize("name", ["vgg", "resnet18", "mobilenetv2"])
+@pytest.mark.parametrize("name", ["vgg", "resnet18", "mobilenetv2", "resnet18 authors", "mobilenetv2 authors"])
 def test_fitted_widths_meet_the_budget_on_the_handwritten_networks(handwritten_laws, name):
     law = handwritten_laws[name]
     template = law.spec.DEFAULT_WIDTHS
-    if name != "mobilenetv2":
+    if name.endswith("authors"):  # the hand-written network's own width list
+        assert len(template) == len(HANDWRITTEN[name.split()[0]][0].DEFAULT_WIDTHS)
+    if not name.startswith("mobilenetv2"):
         assert len(law.rows) >= 6 and np.all(law.beta != 0)  # a real fit, not the flat fallback
     for ratio in (0.25, 1.0, 2.0):
         goal = law.count([int(w * ratio) for w in template])
         assert abs(law.count(law.widths[ratio]) - goal) <= 0.005 * goal
+        if name.endswith("authors"):  # projections included where the fitted widths differ
+            assert actual_params(law.build(law.widths[ratio])) == law.count(law.widths[ratio])
     if name == "vgg":  # the same fit through the hand-written exact path meets the same budgets
         divisor = HANDWRITTEN["vgg"][2]  # its template is the full network: the ratio over the divisor
         for ratio in (0.25, 1.0, 2.0):
@@ -158,8 +227,9 @@ def torchvision_laws():
     criterion is taken at the initial weights with BatchNorm on its running statistics: at 32x32 the
     last stages are 1x1 maps, where batch statistics of two images blow the gradients up."""
     laws = {}
-    for arch in TORCHVISION:
-        spec = get_spec(f"torchvision:{arch}")
+    for key in TORCHVISION + AUTHORS_TORCHVISION:
+        arch, _, grouping = key.partition(" ")
+        spec = get_spec(f"torchvision:{arch}", grouping or "traced")
         torch.manual_seed(0)
         net = spec.build(spec.DEFAULT_WIDTHS, 10, gates=True).eval()
         pruner = TaylorFOPruner(gates_of(net), prune_every=1, prune_per_step=math.ceil(sum(spec.DEFAULT_WIDTHS) / 30))
@@ -169,14 +239,18 @@ def torchvision_laws():
             if pruner.step() == "done" or pruner.complete:
                 break
         pruner.finish()
-        laws[arch] = (spec, fit_power_law(pruner.rows, spec.NAME, 10))
+        laws[key] = (spec, fit_power_law(pruner.rows, spec.NAME, 10, grouping=spec.grouping))
     return laws
 
 
-@pytest.mark.parametrize("arch", TORCHVISION)
+@pytest.mark.parametrize("arch", TORCHVISION + AUTHORS_TORCHVISION)
 def test_torchvision_prune_fit_rebuild(torchvision_laws, arch):
     spec, (alpha, beta) = torchvision_laws[arch]
     graph = spec.graph(10)
+    if arch == "resnet18 authors":  # the stem and two widths per block, as the hand-written ResNet18
+        assert len(spec.DEFAULT_WIDTHS) == 17
+    if arch == "mobilenet_v2 authors":  # the stem, the 17 block outputs and the head, as the hand-written one
+        assert len(spec.DEFAULT_WIDTHS) == 19
     assert len(gates_of(spec.build(spec.DEFAULT_WIDTHS, 10, gates=True))) == len(spec.DEFAULT_WIDTHS)
     for ratio in (0.5, 1.5):
         widths = spec.prepare_filters(ratio, num_classes=10, alpha=alpha, beta=beta, method="neuralscale")
@@ -190,6 +264,14 @@ def test_torchvision_prune_fit_rebuild(torchvision_laws, arch):
         for m in net.modules():
             if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
                 assert m.in_channels == m.out_channels  # depthwise in == out
+        if arch == "mobilenet_v2 authors":  # the 16 expansions (blocks 2..17): 6 x the block's input (its t)
+            expansions = [net.get_submodule(f"features.{i}.conv.0.0") for i in range(2, 18)]
+            assert all(c.kernel_size == (1, 1) and c.out_channels == 6 * c.in_channels for c in expansions)
+        if arch.endswith("authors"):  # a projection, conv and BatchNorm, wherever an identity skip's width differs
+            projections = list(getattr(net, "neuralscale_projections", ()))
+            assert len(projections) == sum(1 for _ in graph.projected(widths)) > 0
+            assert all(p[0].kernel_size == (1, 1) and p[0].bias is None and isinstance(p[1], nn.BatchNorm2d)
+                       for p in projections)
         net.train()
         loss = nn.functional.cross_entropy(net(torch.randn(2, 3, 32, 32)), torch.tensor([0, 1]))
         loss.backward()
@@ -318,3 +400,44 @@ def test_search_then_swipe_on_a_torchvision_model(tmp_path):
     with open(tmp_path / "saved_plots" / "torchvision:resnet18" / "tv_0_150.pk", "rb") as f:
         result = pickle.load(f)
     assert result["params"] == spec.exact_params(result["widths"], 10)
+
+
+def test_a_record_or_result_of_the_other_grouping_is_refused(tmp_path, capsys):
+    """A search record and a result stored under --grouping authors: used under authors they list the
+    widths of the authors' groups; under the default (traced) they are refused in one line."""
+    spec = get_spec("torchvision:resnet18", "authors")
+    record = tmp_path / "prune_record" / "tv.pk"
+    alpha = np.asarray(spec.DEFAULT_WIDTHS, dtype=np.float64)
+    record.parent.mkdir()
+    io.save_fits(record, [(alpha, np.zeros_like(alpha))], settings={"grouping": "authors"})
+    listing = ["--model", "torchvision:resnet18", "--dataset", "CIFAR10", "--prune_fname", str(record), "--ratios",
+               "0.5", "--json"]
+    list_architecture.main([*listing, "--grouping", "authors"])
+    row = json.loads(capsys.readouterr().out)
+    assert row["grouping"] == "authors" and row["params"] == spec.exact_params(row["widths"], 10)
+    proc = run_script("list_architecture.py", *listing, check=False)
+    assert_one_line_error(proc)
+    assert f"{record} was searched with --grouping authors, not traced" in proc.stderr
+
+    result = tmp_path / "saved_plots" / "torchvision:resnet18" / "tv_0_50.pk"
+    result.parent.mkdir(parents=True)
+    curves = {key: [1.0] for key in ("train_acc", "train_loss", "test_acc", "test_loss")}
+    io.save_result(result, {"ratio": 0.5, **curves, "grouping": "authors", "settings": {"grouping": "authors",
+                                                                                       "epochs": 1}})
+    proc = run_script("ratio_swipe.py", "--model", "torchvision:resnet18", "--dataset", "synthetic", "--uniform",
+                      "--ratios", "0.5", "--epochs", "1", "--save", "tv_0", "--out_dir", tmp_path, check=False)
+    assert_one_line_error(proc)
+    assert "grouping: 'authors' there, 'traced' now" in proc.stderr
+    with pytest.raises(UserError, match="was trained with --grouping authors, not traced"):
+        report.read_seeds(tmp_path / "saved_plots", "torchvision:resnet18", "tv", 0.5, [0])
+    assert report.read_seeds(tmp_path / "saved_plots", "torchvision:resnet18", "tv", 0.5, [0], grouping="authors")
+
+
+def test_grouping_is_refused_on_the_handwritten_networks():
+    proc = run_script("list_architecture.py", "--model", "resnet18", "--grouping", "authors", check=False)
+    assert_one_line_error(proc)
+    assert "--grouping applies to torchvision:NAME models" in proc.stderr
+    for name in ("vgg", "resnet18", "mobilenetv2"):  # the check every script makes (utils/cli.py)
+        with pytest.raises(UserError, match="--grouping applies to torchvision:NAME models"):
+            check_pair(name, "CIFAR10", ("CIFAR10",), grouping="authors")
+    check_pair("resnet18", "CIFAR10", ("CIFAR10",), grouping="traced")

@@ -14,7 +14,7 @@ OUTPUT_HELP = {"record_dir": "prune records (CSV, .pk)", "plots_dir": "result pi
 GROUPS = {
     "data": ("dataset", "data_dir", "download", "subset", "test_subset", "loader", "test_order", "same_norm",
              "val_per_class"),
-    "model and method": ("model", "uniform", "morph", "convcut", "method", "prune_fname", "descent_idx", "resume",
+    "model and method": ("model", "grouping", "uniform", "morph", "convcut", "method", "prune_fname", "descent_idx", "resume",
                          "bn_init", "morph_record", "macs_record", "early_idx", "late_idx", "methods", "pretrain",
                          "late_pretrain", "series_format", "seeds", "uniform_name", "morph_name", "early_name",
                          "late_name", "li_name", "convcut_name", "macs_name"),
@@ -213,6 +213,12 @@ def add_budget_arg(parser, default="params", precision=False,
                             help="arithmetic of the timed forward passes (bf16: bfloat16 autocast)")
 
 
+def add_grouping_arg(parser):
+    """--grouping: the channel groups of a torchvision:NAME model (model/generic.py)."""
+    from model.generic import GROUPING_HELP, GROUPINGS
+    parser.add_argument("--grouping", choices=GROUPINGS, default="traced", help=GROUPING_HELP)
+
+
 def add_round_to_arg(parser):
     parser.add_argument("--round_to", type=positive_int, default=1,
                         help="every width a multiple of N (8 and 16 suit most hardware), the budget still met "
@@ -270,17 +276,19 @@ def authors_name(stem, model, dataset, repetition=True):
     return f"{name}_0, the authors' name for repetition 0 of 0..4" if repetition else name
 
 
-def check_pair(model, dataset, datasets, budget=None):
+def check_pair(model, dataset, datasets, budget=None, grouping="traced"):
     """Refuse model/dataset pairs the scripts cannot run (a torchvision model is traced here, and refused
-    when its analysis fails), and a latency budget on a torchvision model."""
-    from model import MODELS, get_spec, is_generic
+    when its analysis fails), a latency budget on a torchvision model and a --grouping other than the
+    default on a hand-written one."""
+    from model import MODELS, check_grouping, get_spec, is_generic
     if model not in MODELS:
         raise UserError(f"unknown model {model!r}; choose one of {', '.join(MODELS)} or torchvision:NAME")
+    check_grouping(model, grouping)
     if is_generic(model):
         from model.generic import LATENCY_REFUSAL
         if budget == "latency":
             raise UserError(LATENCY_REFUSAL)
-        get_spec(model)
+        get_spec(model, grouping)
     if dataset not in datasets:
         raise UserError(f"this script does not take dataset {dataset!r}; choose one of {', '.join(datasets)}")
     if model == "vgg" and dataset == "tinyimagenet":

@@ -29,8 +29,8 @@ from model import build_model, gates_of, get_spec
 from utils import accel, data, io, lock, train
 from utils.base import (UserError, check_positive, check_seed, check_sgd, log, positive_int, resolve_device,
                         writable_dir)
-from utils.cli import (add_budget_arg, add_training_args, authors_name, check_pair, latency_cost, make_parser,
-                       require_save)
+from utils.cli import (add_budget_arg, add_grouping_arg, add_training_args, authors_name, check_pair, latency_cost,
+                       make_parser, require_save)
 from utils.fit import MIN_ROWS, fit_power_law
 from utils.params import count_macs, count_params
 from utils.progress import Clock, EpochCSV, timestamp
@@ -74,6 +74,7 @@ def add_search_args(parser, recipe, *, datasets, model, dataset):
                         help="tau search and fit count the built network's parameters (opt-in correction; "
                              "off: the authors' formula)")
     add_budget_arg(parser)
+    add_grouping_arg(parser)
     return parser
 
 
@@ -150,6 +151,8 @@ def search_settings(args):
         settings.update(latency_batch=args.latency_batch, latency_clock=args.latency_clock)
     if args.deterministic:  # only when on, so records written before the flag existed still match
         settings["deterministic"] = True
+    if args.grouping != "traced":  # likewise: a record that stores none was searched with "traced"
+        settings["grouping"] = args.grouping
     return settings
 
 
@@ -162,7 +165,7 @@ def _other_settings(path, data, args):
         return UserError(f"{path} is a search record whose settings are unknown (it stores none: the "
                          f"authors' published records, or ours before records stored them); use another "
                          f"--save, or --overwrite to recompute it")
-    wanted = search_settings(args)
+    stored, wanted = {"grouping": "traced", **stored}, {"grouping": "traced", **search_settings(args)}
     keys = [k for k in wanted if not (k == "seed" and wanted[k] is None) and stored.get(k) != wanted[k]]
     if not keys:
         return None
@@ -177,7 +180,6 @@ def _load_iteration(args, k, num_layers, log):
     pk_path = param_pk_path(args.record_dir, args.save, k)
     if not (os.path.exists(csv_path) and os.path.exists(pk_path)):
         return None
-    io.read_prune_csv(csv_path, num_layers)  # refuse a record of another model
     fit = io.load_dict(pk_path, "a per-iteration fit ({'train_alpha', 'train_beta'})")
     try:
         io.check_budget(fit, pk_path, args.budget)
@@ -189,6 +191,7 @@ def _load_iteration(args, k, num_layers, log):
         return None
     if refusal is not None:
         raise refusal
+    io.read_prune_csv(csv_path, num_layers)  # refuse a record of another model
     try:
         alpha, beta = (np.asarray(fit[key], dtype=np.float64) for key in ("train_alpha", "train_beta"))
     except (KeyError, TypeError, ValueError) as err:
@@ -213,7 +216,7 @@ def _stored_seeds(args):
 
 
 def _search_widths(args, k, num_classes, previous, cost=None):
-    spec = get_spec(args.model)
+    spec = get_spec(args.model, args.grouping)
     if k == 0:
         return spec.prepare_filters(args.search_ratio, num_classes=num_classes)
     alpha, beta = previous
@@ -253,14 +256,15 @@ def _new_pruner(args, k, widths, num_classes, device, log, cost=None):
     """The gated network of iteration k, its optimizer and its pruner (seeded from (--seed, k)); `cost`:
     the latency model of --budget latency, for the log line."""
     train.set_seed(iteration_seed(args.seed, k))
-    model = train.prepare_model(build_model(args.model, widths, num_classes, gates=True, bn_init=args.bn_init),
-                                device)
+    model = train.prepare_model(build_model(args.model, widths, num_classes, gates=True, bn_init=args.bn_init,
+                                            grouping=args.grouping), device)
     optimizer = train.make_optimizer(model, args.lr, args.momentum, args.weight_decay)
     pruner = TaylorFOPruner(gates_of(model), prune_fraction=args.prune_fraction,
                             prune_every=args.prune_every, prune_per_step=args.prune_per_step, log=log)
-    macs = count_macs(args.model, widths, num_classes, input_size(num_classes))
+    macs = count_macs(args.model, widths, num_classes, input_size(num_classes), grouping=args.grouping)
     latency = "" if cost is None else f"{cost(widths):.2f} ms predicted, "
-    log(f"iteration {k}: widths {widths} ({count_params(args.model, widths, num_classes):,} formula params, "
+    params = count_params(args.model, widths, num_classes, grouping=args.grouping)
+    log(f"iteration {k}: widths {widths} ({params:,} formula params, "
         f"{macs:,} MACs, {latency}{pruner.total} units; pruning to {pruner.total - pruner.max_prunable} in at most "
         f"{pruner.max_steps} steps)")
     return model, optimizer, pruner
@@ -348,7 +352,7 @@ def run_search(args, *, datasets, schedule, log=log):
     """The whole search; `log` prints one line. It holds the lock <record_dir>/.<save>.lock from the first
     read of its files to the last write: a second live search of the same name is refused."""
     args = _settings(args)
-    check_pair(args.model, args.dataset, datasets, args.budget)
+    check_pair(args.model, args.dataset, datasets, args.budget, args.grouping)
     device = resolve_device(args.device)
     writable_dir(args.record_dir, create=False)  # created once the data has loaded
     with lock.hold(lock.lock_file(args.record_dir, args.save), f"search {args.save}"):
@@ -357,7 +361,7 @@ def run_search(args, *, datasets, schedule, log=log):
 
 def _search(args, device, schedule, log):
     num_classes = data.NUM_CLASSES[args.dataset]
-    num_layers = len(get_spec(args.model).DEFAULT_WIDTHS)
+    num_layers = len(get_spec(args.model, args.grouping).DEFAULT_WIDTHS)
     record = io.record_pk_path(args.record_dir, args.save)
     if os.path.exists(record) and not args.overwrite:
         _check_record(record, args)
@@ -384,7 +388,7 @@ def _search(args, device, schedule, log):
         widths = _search_widths(args, k, num_classes, fits[-1] if fits else None, cost)
         rows = _run_iteration(args, k, widths, num_classes, loader, device, schedule, log, clock, cost)
         alpha, beta = fit_power_law(rows, args.model, num_classes, exact=args.exact, budget=args.budget,
-                                    cost=cost)
+                                    cost=cost, grouping=args.grouping)
         io.write_prune_csv(io.record_csv_path(args.record_dir, args.save, k), rows)
         io.save_pickle(io.with_budget({"train_alpha": alpha, "train_beta": beta, "seed": args.seed,
                                        "settings": search_settings(args)}, args.budget),

@@ -16,10 +16,11 @@ from utils.scaling import resource_counter
 MIN_ROWS = 6  # the authors' threshold below which the record is too short to fit
 
 
-def fit_power_law(rows, model_name, num_classes, exact=False, budget="params", cost=None, count=None):
+def fit_power_law(rows, model_name, num_classes, exact=False, budget="params", cost=None, count=None,
+                  grouping="traced"):
     """(alpha, beta), float64 vectors of one value per layer, from a record (R rows x L layers).
     `count` (widths -> tau) replaces the named model's counter: a network no registry knows
-    (utils/generic_search.py).
+    (utils/generic_search.py); grouping: a torchvision:NAME model's channel groups (model/generic.py).
 
     Fewer than MIN_ROWS rows: the authors' fallback, alpha = the first row and beta = 0. They called it
     "uniform scaling", but for VGG beta = 0 freezes the widths at int(alpha) whatever the budget (the
@@ -34,9 +35,9 @@ def fit_power_law(rows, model_name, num_classes, exact=False, budget="params", c
         return widths[0].astype(np.float64), np.zeros(widths.shape[1], dtype=np.float64)
     if count is None and budget == "params":
         def count(row):
-            return count_params(model_name, row, num_classes, exact=exact)
+            return count_params(model_name, row, num_classes, exact=exact, grouping=grouping)
     elif count is None:
-        count = resource_counter(model_name, budget, num_classes, cost=cost)
+        count = resource_counter(model_name, budget, num_classes, cost=cost, grouping=grouping)
     tau = np.array([count([int(w) for w in row]) for row in widths], dtype=np.float64)
     design = np.stack([np.log(tau), np.ones_like(tau)], axis=1)  # T: (R, 2) = [ln tau, 1]
     phi = np.log(widths.astype(np.float64))  # (R, L)

@@ -53,11 +53,12 @@ class Law:
 
 def neuralscale(model, loader, *, ratios=(1.0,), targets=(), budget="params", epochs=10, lr=0.01, momentum=0.9,
                 weight_decay=5e-4, prune_fraction=0.95, prune_every=50, prune_per_step=10, round_to=1,
-                device=None, name="model"):
+                device=None, name="model", grouping="traced"):
     """Prune a gated copy of `model` on (images, labels) minibatches of `loader` with SGD until the
     pruner is done (at most `epochs` passes), fit the law on the record and return a Law whose widths
     map each ratio (of the original network's parameters or MACs) and each absolute target to a width
-    list meeting it within 0.5 %. budget: "params" or "macs" (at the loader's image size)."""
+    list meeting it within 0.5 %. budget: "params" or "macs" (at the loader's image size); grouping:
+    "traced" or "authors", the channel groups searched (model/generic.py, docs/generic.md)."""
     if budget not in ("params", "macs"):
         raise UserError(f"budget must be params or macs, got {budget!r}")
     images, _ = next(iter(loader))
@@ -67,7 +68,7 @@ def neuralscale(model, loader, *, ratios=(1.0,), targets=(), budget="params", ep
         num_classes = int(model.eval()(images[:1].to(device)).shape[1])
         model.train(was_training)
     spec = GenericSpec(name, lambda _classes: model, input_size=int(images.shape[-1]),
-                       in_channels=int(images.shape[1]))
+                       in_channels=int(images.shape[1]), grouping=grouping)
     graph = spec.graph(num_classes)
     net = graph.add_gates(copy.deepcopy(model).to(device), device)
     gates = list(net.neuralscale_gates)

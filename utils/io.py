@@ -317,6 +317,16 @@ def check_budget(record, path, budget):
                         f"use it with --budget {fitted}, or search again with --budget {budget}")
 
 
+def check_grouping(record, path, grouping):
+    """Refuse a record searched under one --grouping (its settings say which; none: "traced") used
+    under the other: its widths are other channel groups'."""
+    settings = record.get("settings") if isinstance(record, dict) else None
+    searched = settings.get("grouping", "traced") if isinstance(settings, dict) else "traced"
+    if searched != grouping:
+        raise UserError(f"{path} was searched with --grouping {searched}, not {grouping} (its widths are "
+                        f"other channel groups); pass --grouping {searched}, or search again")
+
+
 def resolve_record(record_dir, prune_fname):
     """A run name under record_dir, or a path to a .pk file."""
     if prune_fname.endswith(".pk") or os.sep in prune_fname:
@@ -324,11 +334,13 @@ def resolve_record(record_dir, prune_fname):
     return record_pk_path(record_dir, prune_fname)
 
 
-def load_fits(path, num_layers=None, budget=None):
+def load_fits(path, num_layers=None, budget=None, grouping=None):
     """The list of (alpha, beta) float64 arrays of a search record; with `budget`, the record must
-    have been fitted on that resource."""
+    have been fitted on that resource, with `grouping` searched under that --grouping."""
     data = load_dict(path, "a search record ({'param': [[alpha, beta], ...]})")
     check_budget(data, path, budget)
+    if grouping is not None:
+        check_grouping(data, path, grouping)
     try:
         fits = [(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64))
                 for a, b in data["param"]]

@@ -124,23 +124,24 @@ def cached_latency(cache_dir, model, device, image_size, clock="wall", cudnn_ben
     return ms
 
 
-def latency_network(model_name, widths, num_classes, convcut=False, gates=None):
+def latency_network(model_name, widths, num_classes, convcut=False, gates=None, grouping="traced"):
     """The network the authors timed for these widths: built fresh, with gates only in VGG11 (whose
-    gates always existed; ResNet18 and MobileNetV2 were timed without). gates=True/False overrides."""
+    gates always existed; ResNet18 and MobileNetV2 were timed without). gates=True/False overrides;
+    grouping: a torchvision:NAME model's channel groups (model/generic.py)."""
     from model import build_model
     gates = model_name == "vgg" if gates is None else gates
-    return build_model(model_name, widths, num_classes, gates=gates, convcut=convcut)
+    return build_model(model_name, widths, num_classes, gates=gates, convcut=convcut, grouping=grouping)
 
 
 def network_latency(model_name, widths, num_classes, device, image_size, cache_dir, *, convcut=False,
-                    fast=False, gates=None, **protocol):
+                    fast=False, gates=None, grouping="traced", **protocol):
     """ms per batch of 100 of the network `widths` build, on `device`, measured once per configuration
     (cached_latency): as the authors measured (contiguous NCHW, no cuDNN autotuning), or with fast=True
     in the layout training uses (utils.train.prepare_model: channels_last on CUDA, cuDNN autotuning).
     `protocol`: cached_latency's batch, precision and clock, for a latency budget's own protocol."""
     from utils.train import prepare_model
     with accel.cudnn_benchmark(device, fast):
-        net = latency_network(model_name, widths, num_classes, convcut, gates)
+        net = latency_network(model_name, widths, num_classes, convcut, gates, grouping)
         net = prepare_model(net, device) if fast else net.to(device)
         ms = cached_latency(cache_dir, net, device, image_size, cudnn_benchmark=fast, **protocol)
     del net

@@ -142,27 +142,27 @@ class Row:
         return json.dumps(row, allow_nan=False)
 
 
-def neuralscale_widths(model, dataset, record_path, descent_idx, budget="params", **scaling):
+def neuralscale_widths(model, dataset, record_path, descent_idx, budget="params", grouping="traced", **scaling):
     """ratio -> widths from iteration `descent_idx` of a search record (the file is read once), which
-    must have been fitted on `budget`. `scaling`: prepare_filters' cost (a latency budget's model) and
-    round_to."""
-    spec, num_classes = get_spec(model), NUM_CLASSES[dataset]
-    fits = io.load_fits(record_path, num_layers=len(spec.DEFAULT_WIDTHS), budget=budget)
+    must have been fitted on `budget` under `grouping`. `scaling`: prepare_filters' cost (a latency
+    budget's model) and round_to."""
+    spec, num_classes = get_spec(model, grouping), NUM_CLASSES[dataset]
+    fits = io.load_fits(record_path, num_layers=len(spec.DEFAULT_WIDTHS), budget=budget, grouping=grouping)
     alpha, beta = io.select_fit(fits, descent_idx, record_path)
     return lambda r: spec.prepare_filters(r, num_classes=num_classes, alpha=alpha, beta=beta,
                                           first_iteration=descent_idx == 0, budget=budget, method="neuralscale",
                                           **scaling)
 
 
-def uniform_widths(model, dataset, **scaling):
+def uniform_widths(model, dataset, grouping="traced", **scaling):
     """ratio -> uniform widths (`scaling`: budget, cost, round_to; only round_to changes them)."""
-    spec, num_classes = get_spec(model), NUM_CLASSES[dataset]
+    spec, num_classes = get_spec(model, grouping), NUM_CLASSES[dataset]
     return lambda r: spec.prepare_filters(r, num_classes=num_classes, method="uniform", **scaling)
 
 
-def morph_widths(model, dataset, pruned, **scaling):
+def morph_widths(model, dataset, pruned, grouping="traced", **scaling):
     """ratio -> the pruned widths rescaled to the budget (`scaling`: budget, cost, round_to)."""
-    spec, num_classes = get_spec(model), NUM_CLASSES[dataset]
+    spec, num_classes = get_spec(model, grouping), NUM_CLASSES[dataset]
     return lambda r: spec.prepare_filters(r, num_classes=num_classes, pruned_widths=list(pruned), method="morph",
                                           **scaling)
 
@@ -194,8 +194,9 @@ def any_results(methods, plots_dir, model, ratios, seeds):
     return any(has_results(plots_dir, model, m.name, seeds, method_ratios(m, ratios)) for m in methods)
 
 
-def read_seeds(plots_dir, model, name, ratio, seeds, widths=None, log=None):
-    """{seed: (best test acc, final test acc, latency_ms or None)} for the files that exist.
+def read_seeds(plots_dir, model, name, ratio, seeds, widths=None, log=None, grouping="traced"):
+    """{seed: (best test acc, final test acc, latency_ms or None)} for the files that exist; a file
+    trained under another --grouping (a result that stores none: "traced") is refused.
 
     A pickle that records the widths it was trained with (this project's ratio_swipe does) and
     disagrees with `widths` gets a note: its accuracy then belongs to another configuration. Two files
@@ -207,6 +208,10 @@ def read_seeds(plots_dir, model, name, ratio, seeds, widths=None, log=None):
         if not os.path.isfile(path):
             continue
         curve = io.load_result(path, ratio)
+        trained = curve.get("grouping", "traced")
+        if trained != grouping:
+            raise UserError(f"{path} was trained with --grouping {trained}, not {grouping} (another network "
+                            f"at these widths); pass --grouping {trained}")
         stored = curve.get("seed")  # the seed the run used (the authors' pickles have none)
         if stored is not None and log is not None:
             if int(stored) in run_seeds:
@@ -247,19 +252,21 @@ def summarise(row, found):
     return row
 
 
-def measure(model, dataset, widths, convcut, device, plots_dir, fast=False, protocol=None):
+def measure(model, dataset, widths, convcut, device, plots_dir, fast=False, protocol=None, grouping="traced"):
     """Latency (ms per batch) of the network these widths build, on `device`, as the authors measured it
     (fast: the opt-in fast layout; VGG11 with its gates); a measurement of the same configuration on this
     machine under plots_dir is reused. `protocol`: batch, precision and clock of cached_latency (default:
     the paper's 100, fp32, wall clock), a latency budget's own."""
     from utils.latency import latency_cache_dir, network_latency
     return network_latency(model, widths, NUM_CLASSES[dataset], device, IMAGE_SIZE[dataset],
-                           latency_cache_dir(plots_dir), convcut=convcut, fast=fast, **(protocol or {}))
+                           latency_cache_dir(plots_dir), convcut=convcut, fast=fast, grouping=grouping,
+                           **(protocol or {}))
 
 
 def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, log=lambda message: None,
-           fast_latency=False, protocol=None, cost=None):
-    """The table's rows, method by method and ratio by ratio.
+           fast_latency=False, protocol=None, cost=None, grouping="traced"):
+    """The table's rows, method by method and ratio by ratio (`grouping`: a torchvision:NAME model's
+    channel groups, which its results must have been trained under).
 
     A method with no result file at any requested ratio and seed is left out with a note; a ratio
     with no file keeps its row (configuration and parameters) with n_seeds 0 and no accuracy.
@@ -283,11 +290,11 @@ def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, lo
         for r in m_ratios:
             widths = check_widths([int(w) for w in m.widths(r)], f"{m.label} at ratio {r:g}")
             row = Row(m.key, m.label, float(r), widths,
-                      built_params(model, widths, num_classes, convcut=m.convcut),
-                      macs=count_macs(model, widths, num_classes, IMAGE_SIZE[dataset], m.convcut),
+                      built_params(model, widths, num_classes, convcut=m.convcut, grouping=grouping),
+                      macs=count_macs(model, widths, num_classes, IMAGE_SIZE[dataset], m.convcut, grouping),
                       latency_predicted_ms=None if cost is None else float(cost(widths)))
             summarise(row, read_seeds(plots_dir, model, m.name, r, seeds,
-                                      widths if m.trained_widths else None, log))
+                                      widths if m.trained_widths else None, log, grouping))
             row.missing_seeds = [s for s in seeds if s not in row.seeds]
             key = (tuple(widths), m.convcut)
             if not m.trained_widths or device is not None:  # Li et al.: the uniform network's, as the authors
@@ -297,7 +304,7 @@ def gather(methods, *, model, dataset, plots_dir, ratios, seeds, device=None, lo
             elif row.latency_ms is None and device is not None:
                 log(f"measuring latency: {m.label} at ratio {r:g} on {device}")
                 row.latency_ms = measure(model, dataset, widths, m.convcut, device, plots_dir, fast_latency,
-                                         protocol)
+                                         protocol, grouping)
                 row.latency_source = "measured_fast" if fast_latency else "measured"
             if row.latency_ms is not None:
                 latency_cache.setdefault(key, (row.latency_ms, row.latency_source))
@@ -539,10 +546,10 @@ def checked_ratios(args, dataset):
 
 
 def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(), kind="acc", only=None,
-         protocol=None, cost=None):
+         protocol=None, cost=None, grouping="traced"):
     """Gather the rows, print the table (or --json), write the figures (`only`: just the one against
     that x, "params", "macs" or "latency_ms"); the rows are returned. `protocol`, `cost`: a latency
-    budget's measurement settings and model (see gather)."""
+    budget's measurement settings and model (see gather); `grouping`: see gather."""
     if only == "latency_ms" and args.no_latency:
         raise UserError("--x latency_ms draws accuracy against the latency, which --no_latency does not "
                         "measure; leave out one of them")
@@ -557,7 +564,7 @@ def emit(args, methods, *, model, dataset, ratios, heading, log, extra_notes=(),
         writable_dir(args.figs_dir)  # before the long part, after the inputs are known to be good
     rows = gather(methods, model=model, dataset=dataset, plots_dir=args.plots_dir, ratios=ratios,
                   seeds=args.seeds, device=device, log=log, fast_latency=args.fast_latency, protocol=protocol,
-                  cost=cost)
+                  cost=cost, grouping=grouping)
     if args.json:
         for row in rows:
             print(row.to_json())

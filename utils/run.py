@@ -152,6 +152,8 @@ def finished(path, wanted, overwrite, note=log):
     else:
         stored, unknown = legacy_settings(old, wanted)
     stored["ratio"] = None if old["ratio"] is None else float(old["ratio"])  # None: an absolute budget
+    # A result that stores no --grouping was trained under the default, and only other values are stored.
+    stored, wanted = {"grouping": "traced", **stored}, {"grouping": "traced", **wanted}
     if not complete(stored, len(old["test_acc"])) and not overwrite:  # cut short, or edited by hand
         raise UserError(f"{path} holds {len(old['test_acc'])} epochs of curves but says its run had "
                         f"{epochs_said(stored)}: not a finished run; use another --save, or --overwrite to "
@@ -395,7 +397,8 @@ def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs,
                                                 "train_acc_dataset", "test_acc_dataset", "lr")})
     result.update({
         "widths": [int(w) for w in widths], "params": int(actual_params(net)),
-        "macs": count_macs(args.model, widths, arch["num_classes"], IMAGE_SIZE[args.dataset], arch["convcut"]),
+        "macs": count_macs(args.model, widths, arch["num_classes"], IMAGE_SIZE[args.dataset], arch["convcut"],
+                           arch.get("grouping", "traced")),
         "latency_ms": None if latency_ms is None else float(latency_ms), "seed": int(args.seed),
         "model": args.model, "dataset": args.dataset, "method": method, "epochs": int(epochs),
         "precision": args.precision, "bn_init": net.bn_init, "test_order": args.test_order,
@@ -463,7 +466,7 @@ def latency_protocol(args, device):
     return {"batch": args.latency_batch, "precision": args.precision, "clock": args.latency_clock}
 
 
-def latency_of(args, device, widths, convcut=False, gates=None):
+def latency_of(args, device, widths, convcut=False, gates=None, grouping="traced"):
     """ms per batch of the network `widths` build, as plot_ratio.py measures it (utils.latency: the
     authors' protocol, or a latency budget's own, latency_protocol; once per configuration and machine),
     or None: a training run measures only with --latency. gates=True times it with gates whatever the
@@ -471,7 +474,7 @@ def latency_of(args, device, widths, convcut=False, gates=None):
     if not args.latency:
         return None
     return network_latency(args.model, widths, NUM_CLASSES[args.dataset], device, IMAGE_SIZE[args.dataset],
-                           latency_cache_dir(args.plots_dir), convcut=convcut, gates=gates,
+                           latency_cache_dir(args.plots_dir), convcut=convcut, gates=gates, grouping=grouping,
                            **latency_protocol(args, device))
 
 

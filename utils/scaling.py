@@ -189,9 +189,10 @@ def input_size(num_classes):
     return 64 if num_classes == 200 else 32
 
 
-def resource_counter(model_name, resource, num_classes, convcut=False, cost=None):
+def resource_counter(model_name, resource, num_classes, convcut=False, cost=None, grouping="traced"):
     """widths -> the built network's exact parameters, its MACs per image, or (latency) `cost`, the
-    latency model's prediction (utils.latency_model: the caller builds it for this model and convcut)."""
+    latency model's prediction (utils.latency_model: the caller builds it for this model and convcut).
+    grouping: a torchvision:NAME model's channel groups (model/generic.py)."""
     from utils import params
     if resource == "latency":
         if cost is None:
@@ -199,8 +200,10 @@ def resource_counter(model_name, resource, num_classes, convcut=False, cost=None
         return cost
     if resource == "macs":
         size = input_size(num_classes)
-        return lambda widths: params.count_macs(model_name, widths, num_classes, size, convcut=convcut)
-    return lambda widths: params.count_params(model_name, widths, num_classes, exact=True, convcut=convcut)
+        return lambda widths: params.count_macs(model_name, widths, num_classes, size, convcut=convcut,
+                                                grouping=grouping)
+    return lambda widths: params.count_params(model_name, widths, num_classes, exact=True, convcut=convcut,
+                                              grouping=grouping)
 
 
 def method_of(method, alpha, pruned_widths):

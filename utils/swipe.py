@@ -13,8 +13,8 @@ from utils import accel, io, run, scaling
 from utils.accel import set_deterministic, set_precision
 from utils.base import (UserError, check_positive, check_ratios, check_sgd, check_widths, log, positive_int,
                         resolve_device)
-from utils.cli import (add_budget_arg, add_round_to_arg, add_training_args, authors_name, check_pair, latency_cost,
-                       make_parser, require_save)
+from utils.cli import (add_budget_arg, add_grouping_arg, add_round_to_arg, add_training_args, authors_name,
+                       check_pair, latency_cost, make_parser, require_save)
 from utils.data import IMAGE_SIZE, NUM_CLASSES, TEST_ORDERS
 from utils.fit import MIN_ROWS
 from utils.params import actual_params, count_macs
@@ -73,10 +73,10 @@ def add_recipe_args(parser, recipe, *, datasets, dataset, models=None, by_datase
     return parser
 
 
-def check_recipe_args(args, datasets, name_stem):
-    """What argparse cannot check: the model/data pair, the SGD numbers, the run name (`name_stem`: the
-    authors' name for such a run, as cli.authors_name takes it)."""
-    check_pair(args.model, args.dataset, datasets)
+def check_recipe_args(args, datasets, name_stem, grouping="traced"):
+    """What argparse cannot check: the model/data pair (and its --grouping), the SGD numbers, the run name
+    (`name_stem`: the authors' name for such a run, as cli.authors_name takes it)."""
+    check_pair(args.model, args.dataset, datasets, grouping=grouping)
     check_sgd(args.lr, args.momentum, args.weight_decay)
     require_save(args.save, authors_name(name_stem, args.model, args.dataset))
 
@@ -117,6 +117,7 @@ def add_swipe_args(parser, ratios):
                              "<save>_latency<MS>ms.pk")
     add_budget_arg(parser, default=None)
     add_round_to_arg(parser)
+    add_grouping_arg(parser)
     parser.set_defaults(default_ratios=list(ratios))
     parser.add_argument("--exact", action="store_true",
                         help="tau search on the exact parameter count of the built network instead "
@@ -157,7 +158,7 @@ def plan_widths(args, method, ratios, num_classes, pruned_filters, budget="param
     (an amount of `budget`; `cost`: the latency model's prediction for a latency budget; every width a
     multiple of `round_to`), and the provenance keys of the result. Every one is resolved before
     anything trains, so a bad record or budget fails at once."""
-    spec = get_spec(args.model)
+    spec = get_spec(args.model, args.grouping)
     num_layers = len(spec.DEFAULT_WIDTHS)
     kwargs = {"num_classes": num_classes, "search": False, "first_iteration": args.descent_idx == 0,
               "method": "uniform" if method == "convcut" else method, "exact": args.exact,
@@ -168,7 +169,7 @@ def plan_widths(args, method, ratios, num_classes, pruned_filters, budget="param
             raise UserError("NeuralScale (the default method) needs --prune_fname NAME, a search run under "
                             "--record_dir or a .pk path; or choose --uniform, --morph or --convcut")
         path = io.resolve_record(args.record_dir, args.prune_fname)
-        alpha, beta = io.select_fit(io.load_fits(path, num_layers, budget), args.descent_idx, path)
+        alpha, beta = io.select_fit(io.load_fits(path, num_layers, budget, args.grouping), args.descent_idx, path)
         kwargs.update(alpha=alpha, beta=beta)
         info = {"prune_fname": path, "descent_idx": args.descent_idx}
     elif method == "morph":
@@ -192,16 +193,18 @@ def plan_widths(args, method, ratios, num_classes, pruned_filters, budget="param
                               f"{args.model} {method} at {where}")
         if method in ("neuralscale", "morph") and target is None:
             flat_fit = method == "neuralscale" and not np.any(kwargs["beta"])
-            warn_off_budget(args.model, ratio, widths, num_classes, spec, method, flat_fit, budget, cost)
+            warn_off_budget(args.model, ratio, widths, num_classes, spec, method, flat_fit, budget, cost,
+                            args.grouping)
         plans.append((float(ratio) if target is None else target, widths))
     return plans, info
 
 
-def warn_off_budget(model_name, ratio, widths, num_classes, spec, method, flat_fit, budget="params", cost=None):
+def warn_off_budget(model_name, ratio, widths, num_classes, spec, method, flat_fit, budget="params", cost=None,
+                    grouping="traced"):
     """The authors' searches can miss the budget silently; the one known case is a fit from a record
     with fewer than MIN_ROWS rows (beta == 0), whose VGG widths stay int(alpha) at every ratio (kept quirk).
     Say so rather than train a network of another size under this ratio's name."""
-    count = scaling.resource_counter(model_name, budget, num_classes, cost=cost)
+    count = scaling.resource_counter(model_name, budget, num_classes, cost=cost, grouping=grouping)
     got = count(widths)
     goal = count(spec.prepare_filters(ratio, num_classes=num_classes))
     if abs(got - goal) > 0.1 * goal:
@@ -239,6 +242,8 @@ def pending(args, method, budget, plans, targets):
         point = {} if budget == "params" and target is None else {"budget": budget, "target": target}
         if args.round_to != 1:
             point.update(budget=budget, target=target, round_to=args.round_to)
+        if args.grouping != "traced":  # a result that stores none was trained under "traced"
+            point["grouping"] = args.grouping
         fingerprint = run.fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule,
                                          **point)
         if run.finished(path, {**fingerprint, "epochs": args.epochs}, args.overwrite):
@@ -248,10 +253,10 @@ def pending(args, method, budget, plans, targets):
     return todo
 
 
-def epoch_cost(model_name, dataset, widths, convcut):
+def epoch_cost(model_name, dataset, widths, convcut, grouping="traced"):
     """What one epoch of a network costs on the command's clock (utils.progress): its MACs per image,
     which the epoch time follows far better than a count of epochs across a swipe's ratios."""
-    return count_macs(model_name, widths, NUM_CLASSES[dataset], IMAGE_SIZE[dataset], convcut)
+    return count_macs(model_name, widths, NUM_CLASSES[dataset], IMAGE_SIZE[dataset], convcut, grouping)
 
 
 def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_filters):
@@ -261,7 +266,7 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
                     outputs=("record_dir", "plots_dir", "models_dir"), generic=True)  # record: --prune_fname
     add_swipe_args(parser, ratios)
     args = parser.parse_args(argv)
-    check_recipe_args(args, datasets, swipe_name_stem(args))
+    check_recipe_args(args, datasets, swipe_name_stem(args), args.grouping)
     check_plateau(args)
     device = resolve_device(args.device)
     method = choose_method(args)
@@ -278,13 +283,14 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
     set_deterministic(device, args.deterministic)
     loaders = run.load_data(args, device)  # a missing data set fails before anything is created
     run.output_dirs(args)
-    costs = [epoch_cost(args.model, args.dataset, widths, method == "convcut") for *_, widths, _, _ in todo]
+    costs = [epoch_cost(args.model, args.dataset, widths, method == "convcut", args.grouping)
+             for *_, widths, _, _ in todo]
     clock = Clock(args.epochs * sum(costs))
     for (k, ratio, target, tag, widths, path, point), work in zip(todo, costs):
         position = Position(f"{'ratio' if target is None else 'budget'} {k}/{len(plans)}", clock, work)
         set_seed(run.init_seed(args.seed, ratio, budget, target))
-        net = prepare_model(build_model(args.model, widths, num_classes, gates=False,
-                                        convcut=method == "convcut", bn_init=args.bn_init), device)
+        net = prepare_model(build_model(args.model, widths, num_classes, gates=False, convcut=method == "convcut",
+                                        bn_init=args.bn_init, grouping=args.grouping), device)
         name = f"{args.model} {args.dataset} {method} {budget_label(ratio, budget, target)} seed={args.seed}"
         log(f"{name}: widths {widths}, {actual_params(net):,} parameters")
         result = run.train_and_save(net, args, device=device, loaders=loaders, path=path,
@@ -292,7 +298,8 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
                                     epochs=args.epochs, method=method, ratio=ratio, widths=widths, name=name,
                                     fingerprint=point,
                                     extra={**info, **point, **predicted(cost, args, ratio, target, widths, num_classes)},
-                                    timed={"widths": widths, "convcut": method == "convcut"},
+                                    timed={"widths": widths, "convcut": method == "convcut",
+                                           "grouping": args.grouping},
                                     keep=args.keep_checkpoints, position=position)
         latency = result["latency_ms"]
         log(f"{name}: params {result['params']:,}"
