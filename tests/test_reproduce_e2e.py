@@ -133,7 +133,7 @@ def test_a_failing_job_is_reported_with_its_log_and_the_jobs_that_do_not_need_it
     proc = reproduce(tmp_path, *argv)
     assert proc.returncode == 1
     assert "failed: vgg_morph_synthetic (exit 2), log runs/logs/vgg_morph_synthetic.log" in proc.stdout
-    assert "  | error: " in proc.stdout and "vgg_morph_synthetic_0.csv" in proc.stdout
+    assert "  | error: " in proc.stdout and "vgg_morph_synthetic_param0.pk: not a NeuralScale pickle" in proc.stdout
     assert "not run vgg_pruned_synthetic_0_25: it needs vgg_morph_synthetic" in proc.stdout
     assert "summary: 1 done, 0 skipped (finished before), 1 failed, 3 not run" in proc.stdout
     assert (tmp_path / "runs" / "saved_plots" / "vgg" / "vgg_uni_synthetic_0_25.pk").exists()
