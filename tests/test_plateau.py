@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from model import build_model
-from tests.conftest import run_script
+from conftest import run_script
+from test_identity import cli
 from utils import io, run
 from utils.train import plateau_gain
 
@@ -108,8 +109,9 @@ def test_swipe_with_plateau_end_to_end(tmp_path):
     (("--plateau", "0.3", "--plateau_max", "1"), "--plateau_max 1 is below --epochs 2"),
     (("--plateau_max", "4"), "--plateau_max needs --plateau"),
 ])
-def test_bad_plateau_flags_are_one_line(tmp_path, flags, message):
-    proc = run_script("ratio_swipe.py", *SYNTH, "--epochs", "2", *flags, "--save", "run", *dirs(tmp_path),
-                      check=False)
-    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [f"error: {message}"]
+def test_bad_plateau_flags_are_one_line(tmp_path, monkeypatch, capsys, flags, message):
+    import ratio_swipe
+    code, _, err = cli(monkeypatch, capsys, ratio_swipe.main, *SYNTH, "--epochs", "2", *flags, "--save", "run",
+                       *dirs(tmp_path))
+    assert code == 2 and err.strip().splitlines() == [f"error: {message}"]
     assert not (tmp_path / "plots").exists()
