@@ -9,8 +9,9 @@ import pytest
 
 import fine_tune
 import ratio_swipe
-from utils import io, run, scaling, swipe
+from utils import io, run, swipe
 from utils.base import CIFAR_LIKE
+from utils.cli import budget_flags
 
 SGD = {"lr": 0.1, "momentum": 0.5, "weight_decay": 0.0005, "batch_size": 128}
 DEFAULTS = {"subset": None, "test_subset": None, "loader": "fast", "precision": "fp32", "bn_init": "uniform",
@@ -22,7 +23,7 @@ def swipe_settings(*flags):
     """The RunSettings of a ratio_swipe.py command line, as utils.swipe.run_swipe builds them."""
     args = swipe.parse_swipe_args(["--save", "s", *flags], "scratch_cifar", description=ratio_swipe.__doc__,
                                   datasets=CIFAR_LIKE, dataset="CIFAR10", ratios=swipe.CIFAR_RATIOS)
-    scaling.budget_points(args, args.default_ratios)
+    budget_flags(args, args.default_ratios)
     return args, run.RunSettings.from_args(args)
 
 

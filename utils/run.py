@@ -141,7 +141,7 @@ class RunSettings:
     @classmethod
     def from_args(cls, args):
         """The settings of a training script's parsed flags (utils.swipe, train_norm.py, fine_tune.py;
-        a swipe's after scaling.budget_points resolved --budget). A flag a script lacks keeps the
+        a swipe's after utils.cli.budget_flags resolved --budget). A flag a script lacks keeps the
         default (fine_tune.py: --scale_schedule; only the swipes: --plateau and the latency budget's
         flags); --plateau_max defaults to twice --epochs."""
         optional = {k: getattr(args, k) for k in ("scale_schedule", "budget", "latency_batch", "latency_clock")
