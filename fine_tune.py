@@ -130,8 +130,9 @@ def parse_args(argv):
     return args
 
 
-def prune_pretrained(net, arch, args, method, num_classes):
-    """Mask `net` in one shot to the --ratio budget; (surviving widths, the facts the result keeps)."""
+def prune_pretrained(net, arch, args, method, num_classes, name):
+    """Mask `net` in one shot to the --ratio budget; (surviving widths, the facts the result keeps).
+    `name`: the run's, which the log line starts with."""
     def count(widths):  # the authors' formula for the right model and class count
         return count_params(args.model, widths, num_classes)
 
@@ -140,7 +141,7 @@ def prune_pretrained(net, arch, args, method, num_classes):
     convcut = arch.get("convcut", False)
     params = count_params(args.model, widths, num_classes, exact=True, convcut=convcut)
     dense_params = count_params(args.model, dense, num_classes, exact=True, convcut=convcut)
-    log(f"{args.model} {args.dataset} fine_tune {method} seed={args.seed}: pruned {dense} -> {widths}: "
+    log(f"{name}: pruned {dense} -> {widths}: "
         f"{params:,} of {dense_params:,} parameters ({100 * params / dense_params:.1f} %), masked in the "
         f"full network")
     return widths, {"params": int(params), "params_masked": int(actual_params(net)), "dense_widths": dense,
@@ -162,26 +163,27 @@ def main(argv=None):
     with pretrained_lock(source):  # the bytes hashed are the bytes loaded
         # The pre-trained network is identified by its content: the widths follow from it and --method.
         identity = {"pretrained_sha256": content_hash(source)}
-        settings = {**run.fingerprint_of(args, method=method, ratio=args.ratio, schedule=RECIPE["schedule"],
-                                         **identity), "epochs": epochs}
-        if run.finished(path, settings, args.overwrite):
+        settings = run.RunSettings.from_args(args)
+        stored = {**run.fingerprint_of(settings, method=method, ratio=args.ratio, schedule=RECIPE["schedule"],
+                                       **identity), "epochs": epochs}
+        if run.finished(path, stored, settings.overwrite):
             log(f"{path} exists, nothing to do (same settings)")
             return
-        args = run.with_seed(args)
-        accel.set_precision(device, args.precision)
-        accel.set_deterministic(device, args.deterministic)
-        set_seed(args.seed)
+        settings = run.with_seed(settings, args.save)
+        accel.set_precision(device, settings.precision)
+        accel.set_deterministic(device, settings.deterministic)
+        set_seed(settings.seed)
         net, arch = load_pretrained(source, args, num_classes, device)
-    widths, facts = prune_pretrained(net, arch, args, method, num_classes)
-    name = f"{args.model} {args.dataset} fine_tune {method} seed={args.seed}"
-    loaders = run.load_data(args, device)
-    run.output_dirs(args)
-    pruned_test = evaluate(net, loaders[1], device, epoch=0, precision=args.precision)
+    name = f"{args.model} {args.dataset} fine_tune {method} seed={settings.seed}"
+    widths, facts = prune_pretrained(net, arch, args, method, num_classes, name)
+    loaders = run.load_data(settings, device)
+    run.output_dirs(settings)
+    pruned_test = evaluate(net, loaders[1], device, epoch=0, precision=settings.precision)
     log(f"{name}: before fine-tuning test acc {pruned_test['acc']:.2f}")
     convcut = bool(arch.get("convcut", False))
-    physical = run.latency_of(args, device, widths, convcut)
+    physical = run.latency_of(settings, device, widths, convcut)
     result = run.train_and_save(
-        net, args, device=device, loaders=loaders, path=path, stem=stem, schedule=RECIPE["schedule"],
+        net, settings, device=device, loaders=loaders, path=path, stem=stem, schedule=RECIPE["schedule"],
         epochs=epochs, method=method, ratio=args.ratio, widths=widths, name=name, fingerprint=identity,
         timed={"widths": arch["widths"], "convcut": convcut, "gates": True},
         extra={**facts, "pretrained": source, "pruned_test_acc": float(pruned_test["acc"]),

@@ -18,10 +18,9 @@ import numpy as np
 
 from model import ModelChoices, get_spec
 from utils import io
-from utils import scaling
 from utils.base import UserError, check_ratios, check_widths, run_main, writable_dir
-from utils.cli import (add_budget_arg, add_common_args, add_grouping_arg, add_round_to_arg, check_pair, latency_cost,
-                       make_parser)
+from utils.cli import (add_budget_arg, add_common_args, add_grouping_arg, add_round_to_arg, budget_flags, check_pair,
+                       latency_cost, make_parser)
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import built_params, count_macs
 
@@ -148,7 +147,7 @@ def main(argv=None):
         raise UserError("--plot draws iterations of a search record: give --prune_fname")
     if args.plot and (args.target_params or args.target_macs or args.target_latency):
         raise UserError("--plot draws one panel per ratio; leave out --target_params/--target_macs/--target_latency")
-    _, ratios, targets = scaling.budget_points(args, TINY_RATIOS if args.dataset == "tinyimagenet" else CIFAR_RATIOS)
+    _, ratios, targets = budget_flags(args, TINY_RATIOS if args.dataset == "tinyimagenet" else CIFAR_RATIOS)
     if args.plot:
         writable_dir(args.figs_dir)
     num_classes = NUM_CLASSES[args.dataset]

@@ -31,20 +31,21 @@ def main(argv=None):
     num_classes = NUM_CLASSES[args.dataset]
     widths = list(get_spec(args.model).DEFAULT_WIDTHS)
     schedule = swipe.schedule_for(args.dataset)
-    fingerprint = run.fingerprint_of(args, method="uniform", ratio=RATIO, widths=widths, schedule=schedule)
-    if run.finished(path, {**fingerprint, "epochs": epochs}, args.overwrite):
+    settings = run.RunSettings.from_args(args)
+    fingerprint = run.fingerprint_of(settings, method="uniform", ratio=RATIO, widths=widths, schedule=schedule)
+    if run.finished(path, {**fingerprint, "epochs": epochs}, settings.overwrite):
         log(f"{path} exists, nothing to do (same settings)")
         return
     _, best = run.checkpoint_paths(args.models_dir, args.model, args.save)
-    args = run.with_seed(args)
-    set_precision(device, args.precision)
-    set_deterministic(device, args.deterministic)
-    loaders = run.load_data(args, device)
-    run.output_dirs(args)
-    set_seed(run.init_seed(args.seed, RATIO))
+    settings = run.with_seed(settings, args.save)
+    set_precision(device, settings.precision)
+    set_deterministic(device, settings.deterministic)
+    loaders = run.load_data(settings, device)
+    run.output_dirs(settings)
+    set_seed(run.init_seed(settings.seed, RATIO))
     net = prepare_model(build_model(args.model, widths, num_classes, gates=True, bn_init=args.bn_init), device)
-    name = f"{args.model} {args.dataset} train_norm seed={args.seed}"
-    run.train_and_save(net, args, device=device, loaders=loaders, path=path, stem=args.save, schedule=schedule,
+    name = f"{args.model} {args.dataset} train_norm seed={settings.seed}"
+    run.train_and_save(net, settings, device=device, loaders=loaders, path=path, stem=args.save, schedule=schedule,
                        epochs=epochs, method="uniform", ratio=RATIO, widths=widths, name=name,
                        keep=args.keep_checkpoints, position=Position("ratio 1/1", Clock(epochs)))
     log(f"{name}: wrote {path}" + ("" if args.keep_checkpoints == "none" else f"; best model {best}"))

@@ -15,7 +15,6 @@ searches' records (prune_record/) are a few hundred kB and are left out.
     python bench/disk_use.py                          # every model and data set of the paper
     python bench/disk_use.py --model vgg --dataset CIFAR100
 """
-import argparse
 import os
 import sys
 import tempfile
@@ -67,16 +66,13 @@ def run_files(model_name, dataset, ratio, epochs, gates=False):
         p.grad = torch.zeros_like(p)
     optimizer.step()
     curves = {k: [0.1 * (e + 1) / 3 for e in range(epochs)] for k in run.CURVE_KEYS}
-    args = argparse.Namespace(model=model_name, dataset=dataset, seed=0, lr=0.1, momentum=0.5, weight_decay=5e-4,
-                              batch_size=128, test_batch_size=None, subset=None, test_subset=None, loader="fast",
-                              precision="fp32", bn_init="uniform", test_order="shuffled", scale_schedule=False,
-                              deterministic=False)
-    fingerprint = run.fingerprint_of(args, method="uniform", ratio=ratio, widths=widths, schedule="cifar")
+    settings = run.RunSettings(model=model_name, dataset=dataset, seed=0)  # the scratch recipe's defaults
+    fingerprint = run.fingerprint_of(settings, method="uniform", ratio=ratio, widths=widths, schedule="cifar")
     arch, best = architecture(net), (1 / 3, epochs)
     sizes = {"checkpoint": torch_size(run.checkpoint_state(net, optimizer, epochs, curves, best, arch=arch,
                                                            fingerprint=fingerprint)),
              "best_model": torch_size(run.best_state(net, epochs, best[0], arch=arch, fingerprint=fingerprint))}
-    result = run.make_result(ratio=ratio, curves=curves, net=net, widths=widths, latency_ms=None, args=args,
+    result = run.make_result(ratio=ratio, curves=curves, net=net, widths=widths, latency_ms=None, settings=settings,
                              method="uniform", epochs=epochs, extra={"settings": {**fingerprint, "epochs": epochs}})
     with tempfile.TemporaryDirectory() as tmp:
         io.save_result(os.path.join(tmp, "r.pk"), result)

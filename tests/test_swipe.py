@@ -153,7 +153,8 @@ def test_neuralscale_end_to_end(tmp_path):
 
 def namespace(**kw):
     base = {"model": "vgg", "dataset": "synthetic", "prune_fname": None, "descent_idx": 14, "exact": False,
-            "record_dir": "prune_record", "uniform": False, "morph": False, "convcut": False, "grouping": "traced"}
+            "record_dir": "prune_record", "uniform": False, "morph": False, "convcut": False,
+            "grouping": "traced"}
     return argparse.Namespace(**{**base, **kw})
 
 

@@ -225,6 +225,16 @@ def add_round_to_arg(parser):
                              "by a search over rounded configurations; 1 keeps the authors' widths")
 
 
+def budget_flags(args, default_ratios):
+    """utils.scaling.budget_points of the flags: (resource, ratios, targets). args.budget becomes the
+    resource (what latency_cost, the results and utils.run.RunSettings.from_args read)."""
+    from utils.scaling import budget_points
+    args.budget, ratios, targets = budget_points(args.budget, args.ratios, default_ratios,
+                                                 target_params=args.target_params, target_macs=args.target_macs,
+                                                 target_latency=args.target_latency)
+    return args.budget, ratios, targets
+
+
 def latency_cost(args, num_classes, input_size, convcut=False, log=None):
     """--budget latency: widths -> the latency predicted on --device from the flags (the table loaded, or
     measured once and cached beside the search records); None for the other budgets."""

@@ -15,9 +15,33 @@ Results keep the authors' keys (train_acc, train_loss, test_acc, test_loss: one 
 accuracy as the mean over minibatches of the per-batch %), plus dataset-level accuracy, widths,
 params (the built network's trainable parameters, gates excluded), macs (multiply-accumulates per
 image, utils.params.count_macs), latency and provenance.
+
+The engine takes its settings as a RunSettings, never a script's flags: the scripts build one with
+RunSettings.from_args at their boundary. One network from Python (VGG at ratio 0.25 on the synthetic
+data, one epoch; out/plots/vgg/mine_25.pk is its result):
+
+    import torch
+    from model import build_model, get_spec
+    from utils import run
+    from utils.data import NUM_CLASSES
+    from utils.train import prepare_model, set_seed
+
+    settings = run.RunSettings(model="vgg", dataset="synthetic", seed=0, subset=64, test_subset=64,
+                               batch_size=32, plots_dir="out/plots", models_dir="out/models")
+    device, classes = torch.device("cpu"), NUM_CLASSES[settings.dataset]
+    widths = get_spec("vgg").prepare_filters(0.25, num_classes=classes)
+    set_seed(run.init_seed(settings.seed, 0.25))
+    net = prepare_model(build_model("vgg", widths, classes, bn_init=settings.bn_init), device)
+    result = run.train_and_save(net, settings, device=device, loaders=run.load_data(settings, device),
+                                path="out/plots/vgg/mine_25.pk", stem="mine_25", schedule="cifar", epochs=1,
+                                method="uniform", ratio=0.25, widths=widths, name="vgg r=0.25")
+    print(result["test_acc"], result["settings"])
+
+Run again, it resumes or (finished) is skipped as ratio_swipe.py's runs are; train_and_save leaves
+the best-epoch weights in out/models/vgg/mine_25_best_model.pt.
 """
-import argparse
 import contextlib
+import dataclasses
 import math
 import os
 import re
@@ -28,13 +52,13 @@ import torch
 
 from model import architecture
 from utils import accel, io, lock, scaling
-from utils.base import UserError, check_seed, log, writable_dir
+from utils.base import OUTPUT_DIRS, UserError, check_seed, log, writable_dir
 from utils.data import IMAGE_SIZE, NUM_CLASSES, get_loaders
 from utils.latency import latency_cache_dir, network_latency
 from utils.params import actual_params, count_macs
 from utils.progress import EpochCSV, timestamp
-from utils.train import (choose_seed, evaluate, load_checkpoint, lr_for_epoch, make_optimizer, plateau_gain,
-                         set_lr, train_epoch)
+from utils.train import (RECIPES, choose_seed, evaluate, load_checkpoint, lr_for_epoch, make_optimizer,
+                         plateau_gain, set_lr, train_epoch)
 
 CURVE_KEYS = ("train_acc", "train_loss", "test_acc", "test_loss", "train_acc_dataset",
               "test_acc_dataset", "lr")
@@ -45,6 +69,92 @@ EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "train_acc_dataset", 
 # reads, and what the authors kept), or nothing. The resumable checkpoint is removed only once the
 # result is written, so a killed run always resumes.
 KEEP_CHECKPOINTS = ("best", "all", "none")
+_SCRATCH = RECIPES["scratch_cifar"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """The settings a training run reads: what train_and_save and its helpers (load_data, with_seed,
+    fingerprint_of, latency_of, ...) take instead of a script's flags. The defaults are the flags' in
+    ratio_swipe.py; RunSettings.from_args builds them from any training script's parsed flags."""
+
+    # What is trained on what: the network (model.MODELS, or torchvision:NAME) and the data set
+    # (utils.data); seed: python, numpy and torch, and the loaders' (seed, epoch) randomness. A run
+    # needs one: None is for fingerprint_of only (a seed the user did not give; with_seed chooses one).
+    model: str
+    dataset: str
+    seed: int | None = None
+
+    # The SGD recipe (utils.train.RECIPES): base LR, momentum, weight decay, training minibatch;
+    # test_batch_size None: the training one. scale_schedule: the LR decays at the same fractions of
+    # the epochs (off: the paper's fixed decay epochs).
+    lr: float = _SCRATCH["lr"]
+    momentum: float = _SCRATCH["momentum"]
+    weight_decay: float = _SCRATCH["weight_decay"]
+    batch_size: int = _SCRATCH["batch_size"]
+    test_batch_size: int | None = None
+    scale_schedule: bool = False
+
+    # The data (utils.data.get_loaders): the first `subset` training and `test_subset` test images only
+    # (None: all), the loader ("fast" or "torchvision"), the test set's order ("shuffled" from the seed
+    # every epoch, or "fixed"), the data sets' folder and whether a missing one is fetched ("auto",
+    # "never").
+    subset: int | None = None
+    test_subset: int | None = None
+    loader: str = "fast"
+    test_order: str = "shuffled"
+    data_dir: str = "./data"
+    download: str = "auto"
+
+    # Arithmetic and init (utils.accel, model.bn_init): precision "fp32", "tf32" or "bf16"; bn_init
+    # "uniform" or "ones", as the network was built; deterministic: stored in the settings (the caller
+    # sets utils.accel.set_deterministic).
+    precision: str = "fp32"
+    bn_init: str = "uniform"
+    deterministic: bool = False
+
+    # Beyond the paper (train_run): after the schedule's epochs, on at its last LR until the best test
+    # accuracy rose by less than `plateau` points over the last quarter of the epochs run, at most
+    # `plateau_max` epochs in all (required with plateau). None: exactly the schedule's epochs.
+    plateau: float | None = None
+    plateau_max: int | None = None
+
+    # Outputs: result pickles and per-epoch CSVs under plots_dir/<model>, checkpoints under
+    # models_dir/<model>; overwrite: replace a result or checkpoint of other settings (else refused).
+    plots_dir: str = OUTPUT_DIRS["plots_dir"]
+    models_dir: str = OUTPUT_DIRS["models_dir"]
+    overwrite: bool = False
+
+    # Latency (latency_of): latency=True measures the trained network's latency as plot_ratio.py does.
+    # budget: the resource the widths were scaled to ("params", "macs" or "latency"); under "latency" the
+    # measurement follows the budget's protocol: images per timed batch (latency_batch) and clock
+    # (latency_clock, "wall" or "cpu").
+    latency: bool = False
+    budget: str = "params"
+    latency_batch: int = 100
+    latency_clock: str = "wall"
+
+    def __post_init__(self):
+        if self.plateau is not None and self.plateau_max is None:
+            raise ValueError("plateau needs plateau_max, the most epochs in all")
+
+    @classmethod
+    def from_args(cls, args):
+        """The settings of a training script's parsed flags (utils.swipe, train_norm.py, fine_tune.py;
+        a swipe's after utils.cli.budget_flags resolved --budget). A flag a script lacks keeps the
+        default (fine_tune.py: --scale_schedule; only the swipes: --plateau and the latency budget's
+        flags); --plateau_max defaults to twice --epochs."""
+        optional = {k: getattr(args, k) for k in ("scale_schedule", "budget", "latency_batch", "latency_clock")
+                    if hasattr(args, k)}
+        plateau = getattr(args, "plateau", None)
+        if plateau is not None:
+            optional.update(plateau=plateau, plateau_max=int(args.plateau_max or 2 * args.epochs))
+        return cls(model=args.model, dataset=args.dataset, seed=args.seed, lr=args.lr, momentum=args.momentum,
+                   weight_decay=args.weight_decay, batch_size=args.batch_size, test_batch_size=args.test_batch_size,
+                   subset=args.subset, test_subset=args.test_subset, loader=args.loader, test_order=args.test_order,
+                   data_dir=args.data_dir, download=args.download, precision=args.precision, bn_init=args.bn_init,
+                   deterministic=args.deterministic, plots_dir=args.plots_dir, models_dir=args.models_dir,
+                   overwrite=args.overwrite, latency=args.latency, **optional)
 
 
 # The file-name tag of one budget: int(ratio * 100), or params<N> / macs<N> (utils.io.budget_tag).
@@ -89,15 +199,14 @@ def _checkpoint_seed(path):
     return fingerprint if isinstance(fingerprint, dict) else {}
 
 
-def with_seed(args):
-    """A copy of args whose seed is set (utils.train.choose_seed): --seed, or the seed stored in the
-    results and checkpoints of this run name, at every ratio (a ratio added to a run continues its
+def with_seed(settings, save):
+    """The settings with their seed set (utils.train.choose_seed): their own, or the seed stored in the
+    results and checkpoints of the run name `save`, at every ratio (a ratio added to a run continues its
     seed), or a fresh one."""
-    if args.seed is not None:
-        return args
-    seed = choose_seed(None, stored_seeds(*files_of_save(args.plots_dir, args.models_dir, args.model, args.save)),
-                       log)
-    return argparse.Namespace(**{**vars(args), "seed": seed})
+    if settings.seed is not None:
+        return settings
+    found = stored_seeds(*files_of_save(settings.plots_dir, settings.models_dir, settings.model, save))
+    return dataclasses.replace(settings, seed=choose_seed(None, found, log))
 
 
 def init_seed(seed, ratio, resource=None, target=None):
@@ -358,7 +467,7 @@ def train_run(net, train_loader, test_loader, *, device, schedule, epochs, lr, m
             break
         if epoch > epochs and position:
             position.clock.add(position.cost)  # one more epoch than the schedule's
-        epoch_lr = lrs[epoch - 1]  # from the epoch number; args stay untouched
+        epoch_lr = lrs[epoch - 1]  # from the epoch number
         set_lr(optimizer, epoch_lr)
         t0 = time.perf_counter()
         train = train_epoch(net, train_loader, epoch, optimizer, device, precision=precision,
@@ -389,7 +498,7 @@ def plateaued(test_acc, plateau):
     return gain is not None and gain < plateau
 
 
-def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs, extra=None):
+def make_result(*, ratio, curves, net, widths, latency_ms, settings, method, epochs, extra=None):
     """The result pickle: the authors' five keys first, then this project's."""
     arch = architecture(net)
     result = {"ratio": None if ratio is None else float(ratio)}  # None: an absolute budget
@@ -397,11 +506,11 @@ def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs,
                                                 "train_acc_dataset", "test_acc_dataset", "lr")})
     result.update({
         "widths": [int(w) for w in widths], "params": int(actual_params(net)),
-        "macs": count_macs(args.model, widths, arch["num_classes"], IMAGE_SIZE[args.dataset], arch["convcut"],
-                           arch.get("grouping", "traced")),
-        "latency_ms": None if latency_ms is None else float(latency_ms), "seed": int(args.seed),
-        "model": args.model, "dataset": args.dataset, "method": method, "epochs": int(epochs),
-        "precision": args.precision, "bn_init": net.bn_init, "test_order": args.test_order,
+        "macs": count_macs(settings.model, widths, arch["num_classes"], IMAGE_SIZE[settings.dataset],
+                           arch["convcut"], arch.get("grouping", "traced")),
+        "latency_ms": None if latency_ms is None else float(latency_ms), "seed": int(settings.seed),
+        "model": settings.model, "dataset": settings.dataset, "method": method, "epochs": int(epochs),
+        "precision": settings.precision, "bn_init": net.bn_init, "test_order": settings.test_order,
         "final_test_acc": curves["test_acc"][-1], "final_test_acc_dataset": curves["test_acc_dataset"][-1],
         "best_test_acc": max(curves["test_acc"]),
         "best_epoch": int(np.argmax(curves["test_acc"])) + 1,
@@ -411,71 +520,67 @@ def make_result(*, ratio, curves, net, widths, latency_ms, args, method, epochs,
     return result
 
 
-def fingerprint_of(args, **more):
-    """What must match for a checkpoint to be resumed. A result stores it with "epochs" added as its
-    "settings", and a finished run is skipped only when they match (see finished)."""
-    fp = {"model": args.model, "dataset": args.dataset,
-          "seed": None if args.seed is None else int(args.seed), "lr": float(args.lr),
-          "momentum": float(args.momentum), "weight_decay": float(args.weight_decay),
-          "batch_size": int(args.batch_size), "test_batch_size": int(args.test_batch_size or args.batch_size),
-          "subset": args.subset, "test_subset": args.test_subset, "loader": args.loader,
-          "precision": args.precision, "bn_init": args.bn_init, "test_order": args.test_order,
-          # fine_tune.py's constant LR has no decays to scale: it takes no --scale_schedule
-          "scale_schedule": bool(getattr(args, "scale_schedule", False))}
-    if args.deterministic:  # only when on, so the settings of runs before the flag existed still match
+def fingerprint_of(settings, **more):
+    """What must match for a checkpoint to be resumed: the RunSettings a run's outcome depends on, and
+    `more`. A result stores it with "epochs" added as its "settings", and a finished run is skipped only
+    when they match (see finished)."""
+    fp = {"model": settings.model, "dataset": settings.dataset,
+          "seed": None if settings.seed is None else int(settings.seed), "lr": float(settings.lr),
+          "momentum": float(settings.momentum), "weight_decay": float(settings.weight_decay),
+          "batch_size": int(settings.batch_size),
+          "test_batch_size": int(settings.test_batch_size or settings.batch_size),
+          "subset": settings.subset, "test_subset": settings.test_subset, "loader": settings.loader,
+          "precision": settings.precision, "bn_init": settings.bn_init, "test_order": settings.test_order,
+          "scale_schedule": bool(settings.scale_schedule)}
+    if settings.deterministic:  # only when on, so the settings of runs before the flag existed still match
         fp["deterministic"] = True
-    if getattr(args, "plateau", None) is not None:  # likewise
-        fp.update(plateau=float(args.plateau), plateau_max=plateau_max(args))
+    if settings.plateau is not None:  # likewise
+        fp.update(plateau=float(settings.plateau), plateau_max=int(settings.plateau_max))
     fp.update(more)
     return fp
 
 
-def plateau_max(args):
-    """--plateau_max, by default twice --epochs."""
-    return int(args.plateau_max or 2 * args.epochs)
+def run_options(settings):
+    """train_run's keyword arguments that come straight from the settings."""
+    return {"precision": settings.precision, "scale_schedule": bool(settings.scale_schedule),
+            "overwrite": settings.overwrite, "plateau": settings.plateau,
+            "plateau_max": None if settings.plateau is None else int(settings.plateau_max)}
 
 
-def run_options(args):
-    """train_run's keyword arguments that come straight from the flags."""
-    plateau = getattr(args, "plateau", None)
-    return {"precision": args.precision, "scale_schedule": bool(getattr(args, "scale_schedule", False)),
-            "overwrite": args.overwrite, "plateau": plateau,
-            "plateau_max": None if plateau is None else plateau_max(args)}
+def load_data(settings, device):
+    """(train loader, test loader) of the settings' data (utils.data.get_loaders); the seed must be set."""
+    return get_loaders(settings.dataset, settings.data_dir, recipe="train", batch_size=settings.batch_size,
+                       test_batch_size=settings.test_batch_size or settings.batch_size, device=device,
+                       loader=settings.loader, subset=settings.subset, test_subset=settings.test_subset,
+                       seed=settings.seed, download=settings.download, test_order=settings.test_order)
 
 
-def load_data(args, device):
-    return get_loaders(args.dataset, args.data_dir, recipe="train", batch_size=args.batch_size,
-                       test_batch_size=args.test_batch_size or args.batch_size, device=device,
-                       loader=args.loader, subset=args.subset, test_subset=args.test_subset, seed=args.seed,
-                       download=args.download, test_order=args.test_order)
-
-
-def output_dirs(args):
+def output_dirs(settings):
     """Prove the output folders writable before any training."""
-    writable_dir(os.path.join(args.plots_dir, args.model))
-    writable_dir(os.path.join(args.models_dir, args.model))
+    writable_dir(os.path.join(settings.plots_dir, settings.model))
+    writable_dir(os.path.join(settings.models_dir, settings.model))
 
 
-def latency_protocol(args, device):
-    """How a latency budget was predicted is how its result's latency is measured (--latency_batch,
-    --precision, --latency_clock); every other result: the paper's batch 100 in fp32, wall clock."""
-    if getattr(args, "budget", None) != "latency":
+def latency_protocol(settings, device):
+    """How a latency budget was predicted is how its result's latency is measured (latency_batch,
+    precision, latency_clock); every other result: the paper's batch 100 in fp32, wall clock."""
+    if settings.budget != "latency":
         return {}
     from utils.latency_model import check_clock
-    check_clock(args.latency_clock, device)
-    return {"batch": args.latency_batch, "precision": args.precision, "clock": args.latency_clock}
+    check_clock(settings.latency_clock, device)
+    return {"batch": settings.latency_batch, "precision": settings.precision, "clock": settings.latency_clock}
 
 
-def latency_of(args, device, widths, convcut=False, gates=None, grouping="traced"):
+def latency_of(settings, device, widths, convcut=False, gates=None, grouping="traced"):
     """ms per batch of the network `widths` build, as plot_ratio.py measures it (utils.latency: the
     authors' protocol, or a latency budget's own, latency_protocol; once per configuration and machine),
-    or None: a training run measures only with --latency. gates=True times it with gates whatever the
-    model (fine_tune's masked network)."""
-    if not args.latency:
+    or None: a training run measures only with settings.latency. gates=True times it with gates whatever
+    the model (fine_tune's masked network)."""
+    if not settings.latency:
         return None
-    return network_latency(args.model, widths, NUM_CLASSES[args.dataset], device, IMAGE_SIZE[args.dataset],
-                           latency_cache_dir(args.plots_dir), convcut=convcut, gates=gates, grouping=grouping,
-                           **latency_protocol(args, device))
+    return network_latency(settings.model, widths, NUM_CLASSES[settings.dataset], device,
+                           IMAGE_SIZE[settings.dataset], latency_cache_dir(settings.plots_dir), convcut=convcut,
+                           gates=gates, grouping=grouping, **latency_protocol(settings, device))
 
 
 def lock_path(folder, model_name, stem):
@@ -496,37 +601,39 @@ def tidy_checkpoints(checkpoint, best, keep):
             os.unlink(path)
 
 
-def train_and_save(net, args, *, device, loaders, path, stem, schedule, epochs, method, ratio, widths, name,
+def train_and_save(net, settings, *, device, loaders, path, stem, schedule, epochs, method, ratio, widths, name,
                    fingerprint=None, extra=None, timed=None, keep="best", position=None):
-    """Train `net` (built, seeded and on `device`) under the flags in `args`, resuming its checkpoint
-    <models_dir>/<model>/<stem>_checkpoint.pt; with --latency measure the latency of the network
-    `timed` describes (latency_of's keywords; default: `widths`); write the result pickle `path`, then
-    remove the checkpoints `keep` does not keep (KEEP_CHECKPOINTS). The per-epoch CSV goes beside the
-    result. `fingerprint`: more settings a resumed run must match; `extra`: more keys of the result;
-    `position`: see train_run. The run holds .<stem>.lock from its first read to its last write, so a
-    second live process of the same run is refused; a result written meanwhile by another process is
-    checked again."""
+    """Train `net` (built, seeded and on `device`) under `settings` (a RunSettings whose seed is set),
+    resuming its checkpoint <models_dir>/<model>/<stem>_checkpoint.pt; with settings.latency measure the
+    latency of the network `timed` describes (latency_of's keywords; default: `widths`); write the result
+    pickle `path`, then remove the checkpoints `keep` does not keep (KEEP_CHECKPOINTS). The per-epoch CSV
+    goes beside the result. `fingerprint`: more settings a resumed run must match; `extra`: more keys of
+    the result; `position`: see train_run. The run holds .<stem>.lock from its first read to its last
+    write, so a second live process of the same run is refused; a result written meanwhile by another
+    process is checked again. Returns the result (a dict, as io.load_result gives it)."""
     if keep not in KEEP_CHECKPOINTS:
         raise ValueError(f"keep must be one of {KEEP_CHECKPOINTS}, got {keep!r}")
-    checkpoint, best = checkpoint_paths(args.models_dir, args.model, stem)
-    fingerprint = fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule,
+    model, plots_dir, models_dir = settings.model, settings.plots_dir, settings.models_dir
+    checkpoint, best = checkpoint_paths(models_dir, model, stem)
+    fingerprint = fingerprint_of(settings, method=method, ratio=ratio, widths=widths, schedule=schedule,
                                  **(fingerprint or {}))
-    settings = {**fingerprint, "epochs": epochs}
+    stored = {**fingerprint, "epochs": epochs}  # the result's "settings"
     with contextlib.ExitStack() as held:
         # Beside the checkpoint and beside the result: runs that share either folder are seen.
-        for folder in dict.fromkeys((args.models_dir, args.plots_dir)):
-            held.enter_context(lock.hold(lock_path(folder, args.model, stem), f"run {stem}"))
-        if finished(path, settings, args.overwrite, note=lambda line: None):
+        for folder in dict.fromkeys((models_dir, plots_dir)):
+            held.enter_context(lock.hold(lock_path(folder, model, stem), f"run {stem}"))
+        if finished(path, stored, settings.overwrite, note=lambda line: None):
             log(f"{name}: {path} was written meanwhile by another process with these settings; kept")
             return io.load_result(path)
-        curves, _ = train_run(net, *loaders, device=device, schedule=schedule, epochs=epochs, lr=args.lr,
-                              momentum=args.momentum, weight_decay=args.weight_decay, checkpoint_path=checkpoint,
-                              best_path=None if keep == "none" else best, fingerprint=fingerprint, name=name,
-                              csv_path=csv_path(args.plots_dir, args.model, stem), position=position,
-                              **run_options(args))
-        latency = latency_of(args, device, **(timed or {"widths": widths}))
-        result = make_result(ratio=ratio, curves=curves, net=net, widths=widths, latency_ms=latency, args=args,
-                             method=method, epochs=epochs, extra={**(extra or {}), "settings": settings})
+        curves, _ = train_run(net, *loaders, device=device, schedule=schedule, epochs=epochs, lr=settings.lr,
+                              momentum=settings.momentum, weight_decay=settings.weight_decay,
+                              checkpoint_path=checkpoint, best_path=None if keep == "none" else best,
+                              fingerprint=fingerprint, name=name, csv_path=csv_path(plots_dir, model, stem),
+                              position=position, **run_options(settings))
+        latency = latency_of(settings, device, **(timed or {"widths": widths}))
+        result = make_result(ratio=ratio, curves=curves, net=net, widths=widths, latency_ms=latency,
+                             settings=settings, method=method, epochs=epochs,
+                             extra={**(extra or {}), "settings": stored})
         io.save_result(path, result)
         tidy_checkpoints(checkpoint, best, keep)  # only now: until the result exists, a killed run resumes
     return result

@@ -84,18 +84,18 @@ def resolve_budget(budget, target_params=None, target_macs=None, target_latency=
     return implied or budget or "params"
 
 
-def budget_points(args, default_ratios):
-    """Resolve --budget, --ratios and --target_*: (resource, ratios, targets), one of the last two
-    None. The flags' resource must agree with --budget (see resolve_budget)."""
-    latency = getattr(args, "target_latency", None)
-    args.budget = resolve_budget(args.budget, args.target_params, args.target_macs, latency)
-    given = {"params": args.target_params, "macs": args.target_macs, "latency": latency}[args.budget]
+def budget_points(budget, ratios, default_ratios, *, target_params=None, target_macs=None, target_latency=None):
+    """Resolve --budget, --ratios and --target_* (the flags' values, None when not given): (resource,
+    ratios, targets), one of the last two None; ratios default to `default_ratios`. The targets'
+    resource must agree with `budget` (see resolve_budget)."""
+    resource = resolve_budget(budget, target_params, target_macs, target_latency)
+    given = {"params": target_params, "macs": target_macs, "latency": target_latency}[resource]
     if given is None:
-        return args.budget, [float(r) for r in (args.ratios or default_ratios)], None
-    if args.ratios:
-        raise UserError(f"give --ratios or --target_{args.budget}, not both")
-    parse = parse_latency if args.budget == "latency" else parse_count
-    return args.budget, None, [parse(text, f"--target_{args.budget}") for text in given]
+        return resource, [float(r) for r in (ratios or default_ratios)], None
+    if ratios:
+        raise UserError(f"give --ratios or --target_{resource}, not both")
+    parse = parse_latency if resource == "latency" else parse_count
+    return resource, None, [parse(text, f"--target_{resource}") for text in given]
 
 
 def uniform(template, ratio):

@@ -14,7 +14,7 @@ from utils.accel import set_deterministic, set_precision
 from utils.base import (UserError, check_positive, check_ratios, check_sgd, check_widths, log, positive_int,
                         resolve_device)
 from utils.cli import (add_budget_arg, add_grouping_arg, add_round_to_arg, add_training_args, authors_name,
-                       check_pair, latency_cost, make_parser, require_save)
+                       budget_flags, check_pair, latency_cost, make_parser, require_save)
 from utils.data import IMAGE_SIZE, NUM_CLASSES, TEST_ORDERS
 from utils.fit import MIN_ROWS
 from utils.params import actual_params, count_macs
@@ -231,9 +231,10 @@ def predicted(cost, args, ratio, target, widths, num_classes):
             "latency_batch": args.latency_batch, "latency_clock": args.latency_clock}
 
 
-def pending(args, method, budget, plans, targets):
+def pending(args, settings, method, budget, plans, targets):
     """The (k, ratio, target, tag, widths, path, point) of every plan not already finished (k: its place
-    among the plans, from 1); every result is checked before anything trains."""
+    among the plans, from 1); every result is checked before anything trains. `settings`: the
+    utils.run.RunSettings of the flags."""
     schedule, todo = schedule_for(args.dataset), []
     for k, (value, widths) in enumerate(plans, 1):
         ratio, target = (None, value) if targets is not None else (value, None)
@@ -244,9 +245,9 @@ def pending(args, method, budget, plans, targets):
             point.update(budget=budget, target=target, round_to=args.round_to)
         if args.grouping != "traced":  # a result that stores none was trained under "traced"
             point["grouping"] = args.grouping
-        fingerprint = run.fingerprint_of(args, method=method, ratio=ratio, widths=widths, schedule=schedule,
+        fingerprint = run.fingerprint_of(settings, method=method, ratio=ratio, widths=widths, schedule=schedule,
                                          **point)
-        if run.finished(path, {**fingerprint, "epochs": args.epochs}, args.overwrite):
+        if run.finished(path, {**fingerprint, "epochs": args.epochs}, settings.overwrite):
             log(f"{budget_label(ratio, budget, target)}: {path} exists, skipped (same settings)")
         else:
             todo.append((k, ratio, target, tag, widths, path, point))
@@ -259,8 +260,8 @@ def epoch_cost(model_name, dataset, widths, convcut, grouping="traced"):
     return count_macs(model_name, widths, NUM_CLASSES[dataset], IMAGE_SIZE[dataset], convcut, grouping)
 
 
-def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_filters):
-    """ratio_swipe.py / imagenet_ratio_swipe.py: train one network per ratio from scratch."""
+def parse_swipe_args(argv, recipe, *, description, datasets, dataset, ratios):
+    """The checked flags of ratio_swipe.py / imagenet_ratio_swipe.py."""
     parser = make_parser(description)
     add_recipe_args(parser, recipe, datasets=datasets, dataset=dataset,
                     outputs=("record_dir", "plots_dir", "models_dir"), generic=True)  # record: --prune_fname
@@ -268,32 +269,40 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
     args = parser.parse_args(argv)
     check_recipe_args(args, datasets, swipe_name_stem(args), args.grouping)
     check_plateau(args)
+    return args
+
+
+def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_filters):
+    """ratio_swipe.py / imagenet_ratio_swipe.py: train one network per ratio from scratch."""
+    args = parse_swipe_args(argv, recipe, description=description, datasets=datasets, dataset=dataset,
+                            ratios=ratios)
     device = resolve_device(args.device)
     method = choose_method(args)
     num_classes = NUM_CLASSES[args.dataset]
-    budget, ratios, targets = scaling.budget_points(args, args.default_ratios)
+    budget, ratios, targets = budget_flags(args, args.default_ratios)
     cost = latency_cost(args, num_classes, IMAGE_SIZE[args.dataset], convcut=method == "convcut")
     plans, info = plan_widths(args, method, ratios, num_classes, pruned_filters, budget, targets, cost,
                               args.round_to)
-    todo = pending(args, method, budget, plans, targets)
+    settings = run.RunSettings.from_args(args)  # after budget_flags: it resolves --budget
+    todo = pending(args, settings, method, budget, plans, targets)
     if not todo:
         return
-    args = run.with_seed(args)
-    set_precision(device, args.precision)
-    set_deterministic(device, args.deterministic)
-    loaders = run.load_data(args, device)  # a missing data set fails before anything is created
-    run.output_dirs(args)
+    settings = run.with_seed(settings, args.save)
+    set_precision(device, settings.precision)
+    set_deterministic(device, settings.deterministic)
+    loaders = run.load_data(settings, device)  # a missing data set fails before anything is created
+    run.output_dirs(settings)
     costs = [epoch_cost(args.model, args.dataset, widths, method == "convcut", args.grouping)
              for *_, widths, _, _ in todo]
     clock = Clock(args.epochs * sum(costs))
     for (k, ratio, target, tag, widths, path, point), work in zip(todo, costs):
         position = Position(f"{'ratio' if target is None else 'budget'} {k}/{len(plans)}", clock, work)
-        set_seed(run.init_seed(args.seed, ratio, budget, target))
+        set_seed(run.init_seed(settings.seed, ratio, budget, target))
         net = prepare_model(build_model(args.model, widths, num_classes, gates=False, convcut=method == "convcut",
                                         bn_init=args.bn_init, grouping=args.grouping), device)
-        name = f"{args.model} {args.dataset} {method} {budget_label(ratio, budget, target)} seed={args.seed}"
+        name = f"{args.model} {args.dataset} {method} {budget_label(ratio, budget, target)} seed={settings.seed}"
         log(f"{name}: widths {widths}, {actual_params(net):,} parameters")
-        result = run.train_and_save(net, args, device=device, loaders=loaders, path=path,
+        result = run.train_and_save(net, settings, device=device, loaders=loaders, path=path,
                                     stem=f"{args.save}_{tag}", schedule=schedule_for(args.dataset),
                                     epochs=args.epochs, method=method, ratio=ratio, widths=widths, name=name,
                                     fingerprint=point,
