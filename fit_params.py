@@ -13,7 +13,6 @@ row's latency predicted on --device (the table cached under <record_dir>/latency
 seed and settings of the search stay in every file, with the budget and --exact of this fit. Every file
 is written, or none.
 """
-import argparse
 import os
 import sys
 
@@ -22,7 +21,7 @@ import numpy as np
 from model import MODELS, get_spec
 from utils import io, lock
 from utils.base import UserError, check_run_name, check_seed, default_device, run_main, writable_dir
-from utils.cli import add_budget_arg, add_output_dirs, check_pair, latency_cost, make_parser
+from utils.cli import add_budget_arg, add_output_dirs, check_pair, latency_cost, latency_flags, make_parser
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.descent import param_pk_path
 from utils.fit import fit_power_law
@@ -200,7 +199,8 @@ def main(argv=None):
     paths = record_paths(args)
     records = [io.read_prune_csv(path, num_layers) for path in paths]
     dataset = chosen["dataset"]
-    cost = latency_cost(argparse.Namespace(**{**vars(args), **chosen}), NUM_CLASSES[dataset], IMAGE_SIZE[dataset])
+    cost = latency_cost(chosen["budget"], chosen["model"], NUM_CLASSES[dataset], IMAGE_SIZE[dataset],
+                        **latency_flags(args))
     fits = [fit(path, rows, chosen, cost) for path, rows in zip(paths, records)]  # every fit before any write
     note_twins(args, paths, num_layers, lambda line: print(line, file=sys.stderr))
     with np.printoptions(precision=6, linewidth=200):

@@ -20,7 +20,7 @@ from model import ModelChoices, get_spec
 from utils import io
 from utils.base import UserError, check_ratios, check_widths, run_main, writable_dir
 from utils.cli import (add_budget_arg, add_common_args, add_grouping_arg, add_round_to_arg, budget_flags, check_pair,
-                       latency_cost, make_parser)
+                       latency_cost, latency_flags, make_parser)
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 from utils.params import built_params, count_macs
 
@@ -151,7 +151,8 @@ def main(argv=None):
     if args.plot:
         writable_dir(args.figs_dir)
     num_classes = NUM_CLASSES[args.dataset]
-    cost = latency_cost(args, num_classes, IMAGE_SIZE[args.dataset], convcut=args.convcut)
+    cost = latency_cost(args.budget, args.model, num_classes, IMAGE_SIZE[args.dataset], convcut=args.convcut,
+                        **latency_flags(args))
     rows = list(configurations(args, ratios, targets, cost))
     for idx, ratio, target, widths in rows:  # before building anything
         check_widths(widths, f"{args.model} at {point_name(ratio, target, args.budget)}")

@@ -30,7 +30,8 @@ import functools
 from model import ModelChoices, get_spec
 from utils import base, io, report, scaling
 from utils.base import UserError, run_main
-from utils.cli import add_budget_arg, add_grouping_arg, add_round_to_arg, check_pair, latency_cost, make_parser
+from utils.cli import (add_budget_arg, add_grouping_arg, add_round_to_arg, check_pair, latency_cost, latency_flags,
+                       make_parser)
 from utils.data import IMAGE_SIZE, NUM_CLASSES
 
 NAME_FLAGS = {"uniform": "uniform_name", "morphnet": "morph_name", "neuralscale_it1": "early_name",
@@ -153,7 +154,8 @@ def main(argv=None):
     ratios = report.checked_ratios(args, args.dataset)
     if min(args.early_idx, args.late_idx) < 0:
         raise UserError("--early_idx and --late_idx count iterations from 0")
-    cost = latency_cost(args, NUM_CLASSES[args.dataset], IMAGE_SIZE[args.dataset], log=log)
+    cost = latency_cost(args.budget, args.model, NUM_CLASSES[args.dataset], IMAGE_SIZE[args.dataset], log=log,
+                        **latency_flags(args))
     protocol = {"batch": args.latency_batch, "precision": args.precision, "clock": args.latency_clock}
     if not args.no_latency:
         from utils.latency_model import check_clock

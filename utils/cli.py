@@ -235,20 +235,28 @@ def budget_flags(args, default_ratios):
     return args.budget, ratios, targets
 
 
-def latency_cost(args, num_classes, input_size, convcut=False, log=None):
-    """--budget latency: widths -> the latency predicted on --device from the flags (the table loaded, or
-    measured once and cached beside the search records); None for the other budgets."""
-    if args.budget != "latency":
+def latency_cost(budget, model, num_classes, input_size, *, record_dir, device, precision, batch, clock,
+                 convcut=False, log=None):
+    """budget "latency": widths -> the latency predicted on `device` (utils.latency_model.predictor: images
+    per timed `batch`, `precision`, `clock`; the table loaded, or measured once and cached under
+    <record_dir>/latency_tables/, beside the search records); None for the other budgets."""
+    if budget != "latency":
         return None
     from model import is_generic
-    if is_generic(args.model):
+    if is_generic(model):
         from model.generic import LATENCY_REFUSAL
         raise UserError(LATENCY_REFUSAL)
     from utils.latency_model import predictor, table_dir
-    return predictor(cache_dir=table_dir(args.record_dir), model=args.model, num_classes=num_classes,
-                     input_size=input_size, device=str(resolve_device(args.device)), precision=args.precision,
-                     batch=args.latency_batch, clock=args.latency_clock, convcut=convcut,
-                     **({} if log is None else {"log": log}))
+    return predictor(cache_dir=table_dir(record_dir), model=model, num_classes=num_classes,
+                     input_size=input_size, device=str(resolve_device(device)), precision=precision,
+                     batch=batch, clock=clock, convcut=convcut, **({} if log is None else {"log": log}))
+
+
+def latency_flags(args):
+    """latency_cost's keywords from a script's parsed flags: --record_dir, --device, --precision,
+    --latency_batch and --latency_clock."""
+    return {"record_dir": args.record_dir, "device": args.device, "precision": args.precision,
+            "batch": args.latency_batch, "clock": args.latency_clock}
 
 
 def add_precision_args(parser):

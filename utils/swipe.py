@@ -14,7 +14,7 @@ from utils.accel import set_deterministic, set_precision
 from utils.base import (UserError, check_positive, check_ratios, check_sgd, check_widths, log, positive_int,
                         resolve_device)
 from utils.cli import (add_budget_arg, add_grouping_arg, add_round_to_arg, add_training_args, authors_name,
-                       budget_flags, check_pair, latency_cost, make_parser, require_save)
+                       budget_flags, check_pair, latency_cost, latency_flags, make_parser, require_save)
 from utils.data import IMAGE_SIZE, NUM_CLASSES, TEST_ORDERS
 from utils.fit import MIN_ROWS
 from utils.params import actual_params, count_macs
@@ -280,7 +280,8 @@ def run_swipe(argv, recipe, *, description, datasets, dataset, ratios, pruned_fi
     method = choose_method(args)
     num_classes = NUM_CLASSES[args.dataset]
     budget, ratios, targets = budget_flags(args, args.default_ratios)
-    cost = latency_cost(args, num_classes, IMAGE_SIZE[args.dataset], convcut=method == "convcut")
+    cost = latency_cost(args.budget, args.model, num_classes, IMAGE_SIZE[args.dataset],
+                        convcut=method == "convcut", **latency_flags(args))
     plans, info = plan_widths(args, method, ratios, num_classes, pruned_filters, budget, targets, cost,
                               args.round_to)
     settings = run.RunSettings.from_args(args)  # after budget_flags: it resolves --budget
