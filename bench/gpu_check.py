@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput  # noqa: E402
 from model import MODELS, build_model, gates_of, get_spec  # noqa: E402
 from utils import accel, train  # noqa: E402
-from utils.base import (UserError, check_positive, check_widths, default_device, log, resolve_device,  # noqa: E402
-                        run_main, seed_value)
+from utils.base import (UserError, check_at_least_one, check_positive, check_widths, default_device, log,  # noqa: E402
+                        resolve_device, run_main, seed_value)
 from utils.cli import make_parser  # noqa: E402
 from utils.data import NUM_CLASSES, SYNTHETIC_SIZES, get_loaders  # noqa: E402
 from utils.prune import TaylorFOPruner  # noqa: E402
@@ -287,11 +287,9 @@ def check_args(args):
     device = resolve_device(args.device)
     if not args.checks or set(args.checks) - set(CHECKS):
         raise UserError(f"--checks takes letters from abcde, got {args.checks!r}")
-    for flag, value in (("--images", args.images), ("--batch-size", args.batch_size), ("--steps", args.steps),
+    check_at_least_one((("--images", args.images), ("--batch-size", args.batch_size), ("--steps", args.steps),
                         ("--reps", args.reps), ("--descent-steps", args.descent_steps),
-                        ("--descent-batch-size", args.descent_batch_size)):
-        if value < 1:
-            raise UserError(f"{flag} must be at least 1, got {value}")
+                        ("--descent-batch-size", args.descent_batch_size)))
     if args.minibatches < 2:
         raise UserError(f"--minibatches must be at least 2 (one prune needs a window), got {args.minibatches}")
     if "c" in args.checks and args.minibatches * args.batch_size < MIN_WINDOW_IMAGES:

@@ -108,6 +108,13 @@ def check_positive(flag, value):
     return value
 
 
+def check_at_least_one(pairs):
+    """Each (flag, count) of `pairs` at least 1, or the UserError that names the first that is not."""
+    for flag, value in pairs:
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1, got {value}")
+
+
 def check_ratios(ratios, flag="--ratios"):
     """Width ratios: finite and positive. Every script that takes --ratios calls this once."""
     for ratio in ratios:

@@ -42,8 +42,8 @@ import numpy as np
 
 from model import build_model, gates_of, get_spec
 from utils import accel, data, io, lock, train
-from utils.base import (OUTPUT_DIRS, UserError, check_positive, check_seed, check_sgd, log, positive_int,
-                        resolve_device, writable_dir)
+from utils.base import (OUTPUT_DIRS, UserError, check_at_least_one, check_positive, check_seed, check_sgd, log,
+                        positive_int, resolve_device, writable_dir)
 from utils.cli import (add_budget_arg, add_grouping_arg, add_training_args, authors_name, check_pair, latency_cost,
                        make_parser, require_save)
 from utils.fit import MIN_ROWS, fit_power_law
@@ -215,11 +215,9 @@ class SearchSettings:
         settings = dataclasses.replace(
             self, iterations=iterations if self.iterations is None else self.iterations,
             prune_fraction=fraction if self.prune_fraction is None else self.prune_fraction)
-        for flag, value in (("--epochs", settings.epochs), ("--batch-size", settings.batch_size),
+        check_at_least_one((("--epochs", settings.epochs), ("--batch-size", settings.batch_size),
                             ("--iterations", settings.iterations), ("--prune_every", settings.prune_every),
-                            ("--prune_per_step", settings.prune_per_step)):
-            if value < 1:
-                raise UserError(f"{flag} must be at least 1, got {value}")
+                            ("--prune_per_step", settings.prune_per_step)))
         if settings.warmup < 0:
             raise UserError(f"--warmup must be non-negative, got {settings.warmup}")
         if not 0 < settings.prune_fraction < 1:
