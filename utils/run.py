@@ -261,14 +261,12 @@ def finished(path, wanted, overwrite, note=log):
     else:
         stored, unknown = legacy_settings(old, wanted)
     stored["ratio"] = None if old["ratio"] is None else float(old["ratio"])  # None: an absolute budget
-    # A result that stores no --grouping was trained under the default, and only other values are stored.
-    stored, wanted = {"grouping": "traced", **stored}, {"grouping": "traced", **wanted}
+    stored, wanted = {**UNLESS_STORED, **stored}, {**UNLESS_STORED, **wanted}
     if not complete(stored, len(old["test_acc"])) and not overwrite:  # cut short, or edited by hand
         raise UserError(f"{path} holds {len(old['test_acc'])} epochs of curves but says its run had "
                         f"{epochs_said(stored)}: not a finished run; use another --save, or --overwrite to "
                         f"replace it")
     keys = [k for k in differing(stored, wanted) if k not in unknown]
-    keys += [k for k in OPT_IN_KEYS if k in stored and k not in wanted]  # made with it, asked without
     if keys and overwrite:
         note(f"{path}: replacing a result of other settings ({describe(stored, wanted, keys)})")
         return False
@@ -285,8 +283,9 @@ def finished(path, wanted, overwrite, note=log):
     return True
 
 
-# Settings stored only when their flag is on, whose runs differ from those without it.
-OPT_IN_KEYS = ("plateau", "plateau_max")
+# Settings a result stores only when they are not these values (so that results written before the flag
+# existed still match): one that stores none of them was made with these.
+UNLESS_STORED = {"grouping": "traced", "plateau": None, "plateau_max": None}
 
 
 def complete(stored, n):
